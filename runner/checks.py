@@ -1,0 +1,222 @@
+"""The OpenAI cookbook's chat fine-tuning data checks, done properly.
+
+Format errors by category (with the lines that have them), warnings, exact token
+distributions, examples over the model's training limit, the default-epochs rule, billed
+tokens and a cost estimate from data/prices.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from runner import PROJECT_ROOT
+from runner.tokens import encoding_for_model
+
+PRICES_PATH = PROJECT_ROOT / "data" / "prices.yaml"
+
+ROLES = ("system", "user", "assistant", "function", "tool")
+MESSAGE_KEYS = ("role", "content", "name", "function_call", "weight", "tool_calls", "tool_call_id")
+
+# The cookbook's default-epochs rule.
+TARGET_EPOCHS = 3
+MIN_TARGET_EXAMPLES = 100
+MAX_TARGET_EXAMPLES = 25_000
+MIN_DEFAULT_EPOCHS = 1
+MAX_DEFAULT_EPOCHS = 25
+DEFAULT_MAX_TRAINING_TOKENS = 16_385
+
+FORMAT_ERRORS = (
+    "data_type",
+    "missing_messages_list",
+    "message_missing_key",
+    "message_unrecognized_key",
+    "unrecognized_role",
+    "missing_content",
+    "invalid_weight",
+    "example_missing_assistant_message",
+)
+
+
+@cache
+def price_table() -> dict[str, Any]:
+    return yaml.safe_load(PRICES_PATH.read_text(encoding="utf-8"))
+
+
+def model_prices(model: str) -> dict[str, float] | None:
+    models = price_table()["models"]
+    if model in models:
+        return models[model]
+    prefixes = [name for name in models if model.startswith(name)]
+    return models[max(prefixes, key=len)] if prefixes else None
+
+
+def read_jsonl(path: Path) -> list[tuple[int, Any]]:
+    """(line, value) per non-blank line; a line that is not JSON becomes the string itself (a data_type error)."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append((number, json.loads(line)))
+            except json.JSONDecodeError:
+                rows.append((number, line))
+    return rows
+
+
+def format_errors(example: Any) -> list[str]:
+    """The error categories one example falls into (the cookbook's, plus weight and data-type checks)."""
+    if not isinstance(example, dict):
+        return ["data_type"]
+    messages = example.get("messages")
+    if not messages or not isinstance(messages, list):
+        return ["missing_messages_list"]
+    errors = []
+    for message in messages:
+        if not isinstance(message, dict):
+            errors.append("data_type")
+            continue
+        if "role" not in message or "content" not in message:
+            errors.append("message_missing_key")
+        if any(key not in MESSAGE_KEYS for key in message):
+            errors.append("message_unrecognized_key")
+        if message.get("role") not in ROLES:
+            errors.append("unrecognized_role")
+        content = message.get("content")
+        if (not content and not message.get("function_call") and not message.get("tool_calls")) or (
+            content is not None and not isinstance(content, str)
+        ):
+            errors.append("missing_content")
+        if "weight" in message and (message.get("role") != "assistant" or message["weight"] not in (0, 1)):
+            errors.append("invalid_weight")
+    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+        errors.append("example_missing_assistant_message")
+    return errors
+
+
+def distribution(values: list[int]) -> dict[str, float]:
+    if not values:
+        return {}
+    array = np.asarray(values)
+    return {
+        "min": int(array.min()),
+        "max": int(array.max()),
+        "mean": round(float(array.mean()), 2),
+        "median": float(np.median(array)),
+        "p5": float(np.percentile(array, 5)),
+        "p95": float(np.percentile(array, 95)),
+    }
+
+
+def default_epochs(n_examples: int) -> int:
+    if n_examples * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n_examples)
+    if n_examples * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
+    return TARGET_EPOCHS
+
+
+def count_tokens(valid: list[list[dict]], model: str) -> tuple[list[int], list[int]]:
+    """Whole-example and assistant-only token counts, with the cookbook's per-message overheads.
+
+    All strings go through tiktoken in one batch call (it encodes on several threads).
+    """
+    encoding = encoding_for_model(model)
+    strings, owners = [], []  # owners[i] = (example index, counts towards the assistant total)
+    for index, messages in enumerate(valid):
+        for message in messages:
+            for key, value in message.items():
+                if isinstance(value, str):
+                    strings.append(value)
+                    owners.append((index, key == "content" and message.get("role") == "assistant"))
+    lengths = [len(tokens) for tokens in encoding.encode_ordinary_batch(strings)] if strings else []
+    totals = [3 + sum(3 + (1 if "name" in m else 0) for m in messages) for messages in valid]
+    assistant = [0] * len(valid)
+    for (index, is_assistant), length in zip(owners, lengths, strict=True):
+        totals[index] += length
+        if is_assistant:
+            assistant[index] += length
+    return totals, assistant
+
+
+def run_checks(path: Path, model: str, n_epochs: int | str | None = None) -> dict[str, Any]:
+    rows = read_jsonl(path)
+    errors: dict[str, list[int]] = defaultdict(list)
+    valid: list[list[dict]] = []
+    n_missing_system = n_missing_user = 0
+    for line, example in rows:
+        found = format_errors(example)
+        for category in dict.fromkeys(found):
+            errors[category].append(line)
+        if found:
+            continue
+        messages = example["messages"]
+        valid.append(messages)
+        roles = Counter(message["role"] for message in messages)
+        n_missing_system += roles["system"] == 0
+        n_missing_user += roles["user"] == 0
+
+    prices = model_prices(model) or {}
+    limit = int(prices.get("max_training_tokens", DEFAULT_MAX_TRAINING_TOKENS))
+    totals, assistant = count_tokens(valid, model) if valid else ([], [])
+    epochs = default_epochs(len(valid)) if valid and n_epochs in (None, "auto") else (n_epochs or 0)
+    billed = sum(min(limit, n) for n in totals)
+    result: dict[str, Any] = {
+        "file": str(path),
+        "model": model,
+        "encoding": encoding_for_model(model).name,
+        "n_examples": len(rows),
+        "n_valid": len(valid),
+        "format_errors": {category: {"count": len(lines), "lines": lines[:20]} for category, lines in errors.items()},
+        "warnings": {"missing_system_message": n_missing_system, "missing_user_message": n_missing_user},
+        "tokens_per_example": distribution(totals),
+        "assistant_tokens_per_example": distribution(assistant),
+        "max_training_tokens": limit,
+        "n_over_limit": sum(n > limit for n in totals),
+        "n_epochs": epochs,
+        "epochs_rule": "cookbook default" if n_epochs in (None, "auto") else "spec",
+        "billed_tokens_per_epoch": billed,
+        "billed_tokens": billed * epochs,
+        "cost": None,
+    }
+    if "training" in prices:
+        result["cost"] = {
+            "training_usd": round(billed * epochs * prices["training"] / 1e6, 4),
+            "price_per_million": prices["training"],
+            "prices_as_of": price_table()["as_of"],
+        }
+    return result
+
+
+def summary_lines(checks: dict[str, Any]) -> list[str]:
+    """A few human lines for the console and the report."""
+    lines = [
+        f"{checks['n_valid']}/{checks['n_examples']} examples well-formed ({checks['encoding']}, {checks['model']})"
+    ]
+    for category, found in checks["format_errors"].items():
+        lines.append(f"format error {category}: {found['count']} (lines {', '.join(map(str, found['lines'][:5]))})")
+    for warning, count in checks["warnings"].items():
+        if count:
+            lines.append(f"warning {warning}: {count}")
+    tokens = checks["tokens_per_example"]
+    if tokens:
+        lines.append(
+            f"tokens/example min {tokens['min']} · median {tokens['median']:g} · p95 {tokens['p95']:g} · max {tokens['max']}"
+            f"; over the {checks['max_training_tokens']}-token limit: {checks['n_over_limit']}"
+        )
+    lines.append(
+        f"{checks['n_epochs']} epochs ({checks['epochs_rule']}) × {checks['billed_tokens_per_epoch']} billed tokens"
+        f" = {checks['billed_tokens']} tokens"
+    )
+    cost = checks["cost"]
+    lines.append(
+        f"estimated training cost on {checks['model']}: ${cost['training_usd']:.4f} (prices as of {cost['prices_as_of']})"
+        if cost
+        else f"no price known for {checks['model']}: cost not estimated"
+    )
+    return lines

@@ -1,0 +1,115 @@
+"""specrun's command line. Exit codes: 0 ok, 1 a gate failed, 2 invalid input, 3 runtime failure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from runner.errors import EXIT_INVALID, EXIT_OK, SpecrunError
+
+console = Console(stderr=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="specrun", description="Run LLM classification experiments from YAML specs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_spec(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("spec", type=Path)
+        command.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a spec key, e.g. --set data.path=other.json (repeatable)",
+        )
+        return command
+
+    with_spec("validate", "check the spec, its data and template; load nothing")
+    for name, help_text in (
+        ("run", "all stages the spec enables"),
+        ("prep", "write the chat fine-tuning JSONL"),
+        ("eval", "evaluate on the eval split"),
+    ):
+        command = with_spec(name, help_text)
+        command.add_argument("--limit", type=int, help="evaluate at most N examples")
+        command.add_argument("--out", type=Path, default=Path("runs"), help="runs folder (default: ./runs)")
+        if name == "run":
+            command.add_argument("--dry-run", action="store_true", help="prep + checks + cost estimate; spend nothing")
+    check = commands.add_parser("check", help="data checks on a spec's training file or on any chat JSONL")
+    check.add_argument("target", type=Path, metavar="SPEC_OR_JSONL")
+    check.add_argument("--model", help="model whose tokenizer, limit and price to use (JSONL; default gpt-4o-mini)")
+    check.add_argument("--out", type=Path, default=Path("runs"))
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except SpecrunError as error:
+        console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        return error.exit_code
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: run the same command again to resume")
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from runner.spec import load_spec
+
+    if args.command == "check" and args.target.suffix == ".jsonl":
+        return _check_jsonl(args.target, args.model or "gpt-4o-mini-2024-07-18")
+    spec = load_spec(args.target if args.command == "check" else args.spec, args.overrides)
+    if args.command == "validate":
+        from runner.data import make_splits
+
+        splits = make_splits(spec)
+        console.print(f"[green]valid[/]: {spec.path} ({len(splits.train)} train, {len(splits.eval)} eval examples)")
+        return EXIT_OK
+    from runner.pipeline import run_spec
+
+    stages = {
+        "run": ("prep", "check", "eval"),
+        "prep": ("prep",),
+        "check": ("prep", "check"),
+        "eval": ("eval",),
+    }
+    if args.limit is not None and args.limit < 1 if hasattr(args, "limit") else False:
+        console.print("[red]error:[/] --limit must be at least 1")
+        return EXIT_INVALID
+    outcome = run_spec(
+        spec,
+        stages=stages[args.command],
+        limit=getattr(args, "limit", None),
+        dry_run=getattr(args, "dry_run", False),
+        out_dir=args.out,
+        console=console,
+    )
+    return outcome.exit_code
+
+
+def _check_jsonl(path: Path, model: str) -> int:
+    from runner.checks import run_checks, summary_lines
+    from runner.tokens import encoding_name
+
+    if not path.is_file():
+        console.print(f"[red]error:[/] {path}: file not found")
+        return EXIT_INVALID
+    if encoding_name(model) is None:
+        console.print(f"[red]error:[/] --model {model!r}: no shipped tiktoken encoding for this model")
+        return EXIT_INVALID
+    checks = run_checks(path, model)
+    for line in summary_lines(checks):
+        console.print(line, highlight=False)
+    return EXIT_INVALID if checks["format_errors"] else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Map a free-text answer back to a label.
+
+Chat models answer 「科技」, 「类别：科技。」 or 「这条新闻属于文化类别」; all should count as the
+label. An answer naming no label, or several, is invalid and counted as such, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_PREFIX = re.compile(r"^(类别|分类|答案|回答|标签|主题|category|label|answer|topic)\s*[:：是为]?\s*", re.IGNORECASE)
+_EDGE = "\"'`“”‘’「」『』《》【】()（）[]<>*#.,;:!?。，、；：！？ \t"
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def normalize_answer(answer: str, label_names: dict[str, str]) -> str | None:
+    """The dataset label an answer names, or None when it names none or more than one.
+
+    `label_names` maps dataset label -> display name; either spelling is accepted.
+    """
+    lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
+    for candidate in lines[:1] + ([answer] if len(lines) > 1 else []):
+        found = _match(candidate, label_names)
+        if found is not None:
+            return found
+    return None
+
+
+def _match(text: str, label_names: dict[str, str]) -> str | None:
+    cleaned = _fold(_PREFIX.sub("", _fold(text).strip(_EDGE))).strip(_EDGE)
+    spellings = {label: {_fold(label), _fold(name)} for label, name in label_names.items()}
+    for label, forms in spellings.items():
+        if cleaned in forms:
+            return label
+    mentioned = {label for label, forms in spellings.items() if any(_mentions(cleaned, form) for form in forms)}
+    return mentioned.pop() if len(mentioned) == 1 else None
+
+
+def _mentions(text: str, form: str) -> bool:
+    if form.isascii():  # English words need word boundaries: "art" is not in "start"
+        return re.search(rf"(?<![a-z0-9_]){re.escape(form)}(?![a-z0-9_])", text) is not None
+    return form in text

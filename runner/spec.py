@@ -1,0 +1,292 @@
+"""Load a spec: YAML -> --set overrides -> JSON Schema -> defaults -> semantic checks.
+
+Every problem becomes one `InvalidInput` naming the file, the line and the key path, so a
+user fixes the spec without reading a traceback, and nothing is loaded or spent before that.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from runner import PROJECT_ROOT
+from runner.errors import InvalidInput
+
+SCHEMA_PATH = PROJECT_ROOT / "schemas" / "spec.schema.json"
+
+DEFAULT_LOCAL_MODEL = "gemma-3-270m"
+
+GATE_PATTERN = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|>|<|==)\s*(\S+)\s*$")
+GATE_METRICS = ("accuracy", "macro_f1", "invalid_rate")
+
+
+@dataclass(frozen=True)
+class Gate:
+    row: str | None  # None: the first evaluation mode's row
+    metric: str
+    op: str
+    threshold: float | tuple[str | None, str]  # a number, or (row, metric) to compare against
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> Gate:
+        match = GATE_PATTERN.match(text)
+        if not match:
+            raise InvalidInput(f"cannot read gate {text!r}; write it like 'accuracy >= 0.4'", where=where)
+        left, op, right = match.groups()
+        row, metric = _split_metric(left, where)
+        try:
+            threshold: float | tuple[str | None, str] = float(right)
+        except ValueError:
+            threshold = _split_metric(right, where)
+        return cls(row, metric, op, threshold)
+
+
+def _split_metric(ref: str, where: str) -> tuple[str | None, str]:
+    row, _, metric = ref.rpartition(".")
+    if metric not in GATE_METRICS:
+        raise InvalidInput(f"unknown metric {metric!r} in gate; use one of {', '.join(GATE_METRICS)}", where=where)
+    return (row or None), metric
+
+
+@dataclass
+class Spec:
+    """A validated spec with defaults filled in and paths made absolute."""
+
+    path: Path
+    doc: dict[str, Any]
+    lines: dict[tuple, int]
+
+    @property
+    def name(self) -> str:
+        return self.doc["name"]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.doc["labels"]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return self.doc["data"]
+
+    @property
+    def provider(self) -> dict[str, Any]:
+        return self.doc["provider"]
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        return self.doc["evaluation"]
+
+    @property
+    def gates(self) -> list[Gate]:
+        return [Gate.parse(g, self.where("evaluation", "gates", i)) for i, g in enumerate(self.evaluation["gates"])]
+
+    def where(self, *key_path: str | int) -> str:
+        """'spec.yaml:12: evaluation.gates[0]' — the place a user should look."""
+        line = None
+        for depth in range(len(key_path), -1, -1):
+            line = self.lines.get(tuple(key_path[:depth]))
+            if line is not None:
+                break
+        location = f"{self.path}:{line}" if line else str(self.path)
+        return f"{location}: {format_key_path(key_path)}" if key_path else location
+
+    def hash(self) -> str:
+        """Identifies what a run computes: the resolved spec plus the bytes of the files it names."""
+        digest = hashlib.sha256(json.dumps(self.doc, sort_keys=True, ensure_ascii=False).encode())
+        for file in (self.data["path"], self.doc["prompt"]["template"]):
+            digest.update(Path(file).read_bytes())
+        return digest.hexdigest()
+
+
+def format_key_path(key_path: tuple | list) -> str:
+    text = ""
+    for key in key_path:
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInput("spec file not found", where=str(path))
+    text = path.read_text(encoding="utf-8")
+    try:
+        doc = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise InvalidInput(f"invalid YAML: {getattr(error, 'problem', error)}", where=where) from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("a spec must be a YAML mapping of keys to values", where=str(path))
+    for override in overrides or []:
+        _apply_override(doc, override)
+    spec = Spec(path=path.resolve(), doc=doc, lines=lines)
+    _validate_schema(spec)
+    _fill_defaults(spec)
+    _check_semantics(spec)
+    return spec
+
+
+def _key_lines(node: yaml.Node | None, key_path: tuple = ()) -> dict[tuple, int]:
+    """Map every key path in the YAML document to its 1-based line."""
+    if node is None:
+        return {}
+    lines = {key_path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            child = (*key_path, key_node.value)
+            lines.update(_key_lines(value_node, child))
+            lines[child] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            lines.update(_key_lines(item, (*key_path, index)))
+    return lines
+
+
+def _apply_override(doc: dict, override: str) -> None:
+    key, sep, raw_value = override.partition("=")
+    if not sep or not key.strip():
+        raise InvalidInput(f"--set {override!r}: write it as dotted.key=value")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+    except yaml.YAMLError:
+        value = raw_value
+    parts = key.strip().split(".")
+    target = doc
+    for part in parts[:-1]:
+        if not isinstance(target.get(part, {}), dict):
+            raise InvalidInput(f"--set {override!r}: {part!r} is not a mapping in the spec")
+        target = target.setdefault(part, {})
+    target[parts[-1]] = value
+
+
+def _validate_schema(spec: Spec) -> None:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(spec.doc), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
+    if not errors:
+        return
+    error = jsonschema.exceptions.best_match(errors)
+    key_path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties":
+        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = ", ".join(error.schema.get("properties", {}))
+        message = f"unknown key {unknown[0]!r} (allowed here: {allowed})"
+        key_path = (*key_path, unknown[0])
+    elif error.validator == "required":
+        message = error.message.replace("is a required property", "is required")
+    elif error.validator == "enum":
+        message = f"{error.instance!r} is not one of {', '.join(map(repr, error.validator_value))}"
+    elif error.validator == "oneOf":
+        message = f"{error.instance!r} is not valid here (see schemas/spec.schema.json)"
+    else:
+        message = error.message
+    raise InvalidInput(message, where=spec.where(*key_path))
+
+
+def _fill_defaults(spec: Spec) -> None:
+    doc = spec.doc
+    local = doc.setdefault("provider", {}).setdefault("name", "local") == "local"
+    provider = doc["provider"]
+    provider.setdefault("model", DEFAULT_LOCAL_MODEL if local else None)
+    provider.setdefault("batch_size", 8)
+    provider["params"] = {"temperature": 0, "max_tokens": 16, **provider.get("params", {})}
+    doc.setdefault("description", "")
+    data = doc["data"]
+    data.setdefault("exclude_labels", [])
+    data.setdefault("format", _infer_format(data["path"]))
+    splits = doc.setdefault("splits", {})
+    splits.setdefault("train", {"take": "first", "n": 100})
+    splits.setdefault("eval", {"take": "random", "n": 200, "seed": 0})
+    for split in splits.values():
+        split.setdefault("seed", 0)
+    doc["prompt"].setdefault("system", None)
+    doc.setdefault("checks", {}).setdefault("model", "gpt-4o-mini-2024-07-18")
+    doc["checks"].setdefault("fail_on_format_errors", True)
+    fine_tune = doc.setdefault("fine_tune", {})
+    fine_tune.setdefault("enabled", False)
+    fine_tune.setdefault("hyperparameters", {})
+    evaluation = doc.setdefault("evaluation", {})
+    evaluation.setdefault("modes", ["zero_shot"])
+    evaluation.setdefault("method", "score" if local else "generate")
+    evaluation.setdefault("calibration", "mean" if evaluation["method"] == "score" else "none")
+    evaluation.setdefault("baseline", True)
+    evaluation.setdefault("gates", [])
+    base = spec.path.parent
+    data["path"] = str((base / data["path"]).resolve())
+    doc["prompt"]["template"] = str((base / doc["prompt"]["template"]).resolve())
+
+
+def _infer_format(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    return {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(suffix, "jsonl")
+
+
+def _check_semantics(spec: Spec) -> None:
+    from runner.prompts import check_template  # the template check needs Jinja, not the model
+
+    doc = spec.doc
+    if not Path(doc["data"]["path"]).is_file():
+        raise InvalidInput(f"dataset file not found: {doc['data']['path']}", where=spec.where("data", "path"))
+    if not Path(doc["prompt"]["template"]).is_file():
+        raise InvalidInput(
+            f"template file not found: {doc['prompt']['template']}", where=spec.where("prompt", "template")
+        )
+    shown = list(spec.labels.values())
+    duplicates = sorted({name for name in shown if shown.count(name) > 1})
+    if duplicates:
+        raise InvalidInput(f"two labels share the name {duplicates[0]!r}", where=spec.where("labels"))
+    for label in doc["data"]["exclude_labels"]:
+        if label in spec.labels:
+            raise InvalidInput(f"{label!r} is both excluded and in labels", where=spec.where("data", "exclude_labels"))
+    evaluation = spec.evaluation
+    if spec.provider["name"] != "local":
+        raise InvalidInput(
+            f"provider {spec.provider['name']!r} is not available yet; use 'local'",
+            where=spec.where("provider", "name"),
+        )
+    if evaluation["calibration"] != "none" and evaluation["method"] != "score":
+        raise InvalidInput(
+            "calibration needs method: score (generated answers have no per-label scores)",
+            where=spec.where("evaluation", "calibration"),
+        )
+    if doc["fine_tune"]["enabled"]:
+        raise InvalidInput(
+            "fine-tuning is validated but not run yet in this version; set fine_tune.enabled: false",
+            where=spec.where("fine_tune", "enabled"),
+        )
+    rows = set(result_rows(spec)) | {None}
+    for gate in spec.gates:
+        refs = [(gate.row, gate.metric)]
+        if isinstance(gate.threshold, tuple):
+            refs.append(gate.threshold)
+        for row, _ in refs:
+            if row not in rows:
+                raise InvalidInput(
+                    f"gate names row {row!r}; rows in this spec: {', '.join(r for r in rows if r)}",
+                    where=spec.where("evaluation", "gates"),
+                )
+    check_template(spec)
+
+
+def result_rows(spec: Spec) -> list[str]:
+    """Names of the rows the evaluation will report, first mode first."""
+    rows = list(spec.evaluation["modes"])
+    if spec.evaluation["calibration"] != "none":
+        rows += [f"{mode}_uncalibrated" for mode in spec.evaluation["modes"]]
+    if spec.evaluation["baseline"]:
+        rows.append("baseline")
+    return rows
+
+
+def resolved_copy(spec: Spec) -> dict[str, Any]:
+    return copy.deepcopy(spec.doc)
