@@ -19,6 +19,7 @@ import yaml
 
 from runner import PROJECT_ROOT
 from runner.errors import InvalidInput
+from runner.tokens import encoding_name
 
 SCHEMA_PATH = PROJECT_ROOT / "schemas" / "spec.schema.json"
 
@@ -263,6 +264,12 @@ def _check_semantics(spec: Spec) -> None:
         raise InvalidInput(
             "fine-tuning is validated but not run yet in this version; set fine_tune.enabled: false",
             where=spec.where("fine_tune", "enabled"),
+        )
+    checks_model = doc["checks"]["model"]
+    if encoding_name(checks_model) is None:
+        raise InvalidInput(
+            f"no shipped tiktoken encoding for {checks_model!r}; name an OpenAI model such as gpt-4o-mini or gpt-3.5-turbo",
+            where=spec.where("checks", "model"),
         )
     rows = set(result_rows(spec)) | {None}
     for gate in spec.gates:

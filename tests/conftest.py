@@ -1,0 +1,71 @@
+"""Shared fixtures: a tiny classification project written into tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+# Tests never touch the network: the model comes from a PyPI package, tiktoken files from data/.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ROWS = [
+    {"sentence": "苹果发布新款手机芯片", "label_desc": "news_tech"},
+    {"sentence": "央行下调存款准备金率", "label_desc": "news_finance"},
+    {"sentence": "国足两球小胜对手", "label_desc": "news_sports"},
+    {"sentence": "新能源汽车销量创新高", "label_desc": "news_tech"},
+    {"sentence": "股市今日大涨", "label_desc": "news_finance"},
+    {"sentence": "篮球联赛总决赛开打", "label_desc": "news_sports"},
+    {"sentence": "人工智能改变医疗", "label_desc": "news_tech"},
+    {"sentence": "银行理财收益下降", "label_desc": "news_finance"},
+    {"sentence": "马拉松比赛周末举行", "label_desc": "news_sports"},
+    {"sentence": "某股票停牌", "label_desc": "news_stock"},
+]
+
+
+def write_project(root: Path, spec_overrides: dict | None = None, rows: list[dict] | None = None) -> Path:
+    """A dataset, a template and a spec under root; returns the spec path."""
+    (root / "data.jsonl").write_text(
+        "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in (rows or ROWS)), encoding="utf-8"
+    )
+    (root / "prompt.jinja").write_text("分类：{{ labels | join('、') }}\n文本：{{ text }}\n类别：", encoding="utf-8")
+    spec = {
+        "name": "tiny",
+        "task": "classification",
+        "data": {
+            "path": "data.jsonl",
+            "text_fields": ["sentence"],
+            "label_field": "label_desc",
+            "exclude_labels": ["news_stock"],
+        },
+        "labels": {"news_tech": "科技", "news_finance": "金融", "news_sports": "体育"},
+        "splits": {"train": {"take": "first", "n": 3}, "eval": {"take": "rest"}},
+        "prompt": {"template": "prompt.jinja"},
+        "checks": {"model": "gpt-4o-mini"},
+    }
+    for key, value in (spec_overrides or {}).items():
+        target = spec
+        *parents, last = key.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        if value is DELETE:
+            target.pop(last, None)
+        else:
+            target[last] = value
+    path = root / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+DELETE = object()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return write_project(tmp_path)

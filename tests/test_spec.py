@@ -1,0 +1,136 @@
+from pathlib import Path
+
+import pytest
+
+from runner.errors import EXIT_INVALID, InvalidInput
+from runner.spec import load_spec, result_rows
+from tests.conftest import DELETE, ROOT, write_project
+
+
+def invalid(path: Path, overrides: list[str] | None = None) -> str:
+    with pytest.raises(InvalidInput) as caught:
+        load_spec(path, overrides)
+    assert caught.value.exit_code == EXIT_INVALID
+    return str(caught.value)
+
+
+def test_shipped_specs_are_valid():
+    for spec_path in sorted((ROOT / "specs").glob("*.yaml")):
+        spec = load_spec(spec_path)
+        assert Path(spec.data["path"]).is_file()
+
+
+def test_defaults_are_filled(project):
+    spec = load_spec(project)
+    assert spec.provider == {
+        "name": "local",
+        "model": "gemma-3-270m",
+        "batch_size": 8,
+        "params": {"temperature": 0, "max_tokens": 16},
+    }
+    assert spec.evaluation["method"] == "score"
+    assert spec.evaluation["calibration"] == "mean"
+    assert spec.data["format"] == "jsonl"
+    assert result_rows(spec) == ["zero_shot", "zero_shot_uncalibrated", "baseline"]
+
+
+def test_relative_paths_resolve_against_the_spec_file(project, monkeypatch, tmp_path):
+    monkeypatch.chdir("/")
+    spec = load_spec(project)
+    assert spec.data["path"] == str(tmp_path / "data.jsonl")
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("name: x\ndata: [unclosed\n", encoding="utf-8")
+    message = invalid(path)
+    assert message.startswith(f"{path}:")
+    assert "invalid YAML" in message
+
+
+def test_unknown_key_names_key_and_line(tmp_path):
+    path = write_project(tmp_path, {"data.txt_field": "sentence"})
+    message = invalid(path)
+    assert "unknown key 'txt_field'" in message
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "txt_field" in text)
+    assert f"spec.yaml:{line}: data.txt_field" in message
+
+
+def test_wrong_type_names_key_path(tmp_path):
+    path = write_project(tmp_path, {"provider.batch_size": "eight"})
+    message = invalid(path)
+    assert "provider.batch_size" in message and "'eight' is not of type 'integer'" in message
+
+
+def test_missing_required_key(tmp_path):
+    message = invalid(write_project(tmp_path, {"prompt": DELETE}))
+    assert "'prompt' is required" in message
+
+
+def test_missing_dataset_file(tmp_path):
+    message = invalid(write_project(tmp_path, {"data.path": "nope.jsonl"}))
+    assert "dataset file not found" in message and "data.path" in message
+
+
+def test_missing_template_file(tmp_path):
+    message = invalid(write_project(tmp_path, {"prompt.template": "nope.jinja"}))
+    assert "template file not found" in message and "prompt.template" in message
+
+
+def test_set_overrides_any_key(project):
+    spec = load_spec(project, ["splits.train.n=2", "provider.batch_size=4", "evaluation.calibration=none"])
+    assert spec.doc["splits"]["train"]["n"] == 2
+    assert spec.provider["batch_size"] == 4
+    assert result_rows(spec) == ["zero_shot", "baseline"]
+
+
+def test_set_override_is_validated(project):
+    message = invalid(project, ["evaluation.method=guess"])
+    assert "evaluation.method" in message and "'guess' is not one of" in message
+
+
+def test_set_override_needs_key_and_value(project):
+    assert "dotted.key=value" in invalid(project, ["nonsense"])
+
+
+def test_gate_with_unknown_metric(tmp_path):
+    message = invalid(write_project(tmp_path, {"evaluation.gates": ["precision >= 0.5"]}))
+    assert "unknown metric 'precision'" in message and "evaluation.gates[0]" in message
+
+
+def test_gate_with_unknown_row(tmp_path):
+    message = invalid(write_project(tmp_path, {"evaluation.gates": ["few_shot.accuracy >= baseline.accuracy"]}))
+    assert "gate names row 'few_shot'" in message
+
+
+def test_gate_comparing_rows_is_accepted(tmp_path):
+    spec = load_spec(write_project(tmp_path, {"evaluation.gates": ["accuracy > baseline.accuracy"]}))
+    (gate,) = spec.gates
+    assert (gate.row, gate.metric, gate.op, gate.threshold) == (None, "accuracy", ">", ("baseline", "accuracy"))
+
+
+def test_calibration_needs_score_method(tmp_path):
+    message = invalid(write_project(tmp_path, {"evaluation.method": "generate", "evaluation.calibration": "mean"}))
+    assert "calibration needs method: score" in message
+
+
+def test_excluded_label_cannot_also_be_a_label(tmp_path):
+    message = invalid(write_project(tmp_path, {"data.exclude_labels": ["news_tech"]}))
+    assert "'news_tech' is both excluded and in labels" in message
+
+
+def test_fine_tune_enabled_is_refused_until_implemented(tmp_path):
+    message = invalid(write_project(tmp_path, {"fine_tune.enabled": True}))
+    assert "fine_tune.enabled" in message
+
+
+def test_checks_model_needs_a_shipped_encoding(tmp_path):
+    message = invalid(write_project(tmp_path, {"checks.model": "claude-3"}))
+    assert "checks.model" in message and "tiktoken" in message
+
+
+def test_spec_hash_changes_with_data(project, tmp_path):
+    before = load_spec(project).hash()
+    with (tmp_path / "data.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write('{"sentence": "新闻", "label_desc": "news_tech"}\n')
+    assert load_spec(project).hash() != before
