@@ -47,7 +47,9 @@ def naive_logprob(provider, conversation, answer: str) -> float:
 def test_scores_match_a_naive_full_forward(gemma, tnews):
     spec, conversations = tnews
     answers = list(spec.labels.values())
-    assert any(len(gemma.tokenizer.encode(a, add_special_tokens=False)) > 1 for a in answers), "needs a multi-token label"
+    assert any(len(gemma.tokenizer.encode(a, add_special_tokens=False)) > 1 for a in answers), (
+        "needs a multi-token label"
+    )
     scores = gemma.score(conversations, answers)  # batches of 4 with left padding, shared prompt pass, KV cache
     assert scores.shape == (6, 14) and np.isfinite(scores).all() and (scores < 0).all()
     for row in (0, 5):

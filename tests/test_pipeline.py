@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ class KeywordProvider(Provider):
     """Scores a label by keyword hits; records what it was asked, and can be told to crash."""
 
     name, model = "local", "keyword-test"
-    calls: list[str] = []
+    calls: ClassVar[list[str]] = []
     crash_after: int | None = None
 
     def describe(self):
@@ -80,7 +81,9 @@ def test_failed_gate_exits_1_and_says_so(tmp_path, fake_model):
 
 def test_report_says_plainly_when_llm_loses_to_baseline(tmp_path, fake_model, monkeypatch):
     spec = write_project(tmp_path, {"evaluation.calibration": "none"})
-    monkeypatch.setattr(fake_model, "score", lambda self, conversations, answers, progress=None: np.zeros((len(conversations), 3)))
+    monkeypatch.setattr(
+        fake_model, "score", lambda self, conversations, answers, progress=None: np.zeros((len(conversations), 3))
+    )
     assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == 0
     report = (run_folder(tmp_path / "runs") / "report.md").read_text()
     assert "does not beat the TF-IDF baseline" in report

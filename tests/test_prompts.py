@@ -20,7 +20,9 @@ def test_tnews_template_reproduces_the_seed_prompt():
 
 
 def test_system_message_is_rendered_first(tmp_path):
-    spec = load_spec(write_project(tmp_path, {"prompt.system": "你是新闻编辑，只回答{{ labels | length }}个类别之一。"}))
+    spec = load_spec(
+        write_project(tmp_path, {"prompt.system": "你是新闻编辑，只回答{{ labels | length }}个类别之一。"})
+    )
     builder = PromptBuilder(spec.doc["prompt"]["template"], spec.doc["prompt"]["system"], spec.labels)
     messages = builder.messages(load_examples(spec)[0][0])
     assert messages[0] == {"role": "system", "content": "你是新闻编辑，只回答3个类别之一。"}
@@ -46,7 +48,7 @@ def test_missing_record_key_fails_at_render_not_silently(tmp_path):
     (tmp_path / "prompt.jinja").write_text("{{ record.keywords }} {{ text }}", encoding="utf-8")
     spec = load_spec(path)
     builder = PromptBuilder(spec.doc["prompt"]["template"], None, spec.labels)
-    with pytest.raises(InvalidInput, match="template error: .*keywords"):
+    with pytest.raises(InvalidInput, match=r"template error: .*keywords"):
         builder.messages(load_examples(spec)[0][0])
 
 

