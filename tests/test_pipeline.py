@@ -69,6 +69,15 @@ def test_run_writes_the_whole_run_folder(tmp_path, fake_model):
     assert metrics["zero_shot_uncalibrated"]["accuracy"] == 1.0
     predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 6 and set(predictions[0]) >= {"id", "gold", "zero_shot", "baseline", "scores"}
+    train = [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines()]
+    assert len(train) == 3
+    assert train[0] == {
+        "messages": [
+            {"role": "user", "content": "分类：科技、金融、体育\n文本：苹果发布新款手机芯片\n类别："},
+            {"role": "assistant", "content": "科技"},
+        ]
+    }
+    assert json.loads((folder / "checks.json").read_text())["n_valid"] == 3
     report = (folder / "report.md").read_text()
     assert "## Results (6 eval examples)" in report and "accuracy >= 0.5" in report
 
