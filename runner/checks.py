@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from runner import PROJECT_ROOT
-from runner.tokens import encoding_for_model
+from runner.tokens import encoding_for_model, encoding_name
 
 PRICES_PATH = PROJECT_ROOT / "data" / "prices.yaml"
 
@@ -220,3 +220,40 @@ def summary_lines(checks: dict[str, Any]) -> list[str]:
         else f"no price known for {checks['model']}: cost not estimated"
     )
     return lines
+
+
+def _price_for(model: str) -> tuple[float, float] | None:
+    """(input, output) USD per 1M tokens; fine-tuned models ('ft:BASE:...') at their tuned prices."""
+    tuned = model.startswith("ft:")
+    prices = model_prices(model.split(":")[1] if tuned else model)
+    if not prices:
+        return None
+    prefix = "tuned_" if tuned else ""
+    return prices[f"{prefix}input"], prices[f"{prefix}output"]
+
+
+def inference_estimate(conversations: list[list[dict]], model: str, max_tokens: int) -> dict[str, Any]:
+    """Upper bound on what evaluating these prompts costs: exact prompt tokens, max_tokens per answer."""
+    base = model.split(":")[1] if model.startswith("ft:") else model
+    prompt_tokens = sum(count_tokens(conversations, base)[0]) if encoding_name(base) else None
+    completion_tokens = max_tokens * len(conversations)
+    price = _price_for(model)
+    usd = None
+    if price and prompt_tokens is not None:
+        usd = round((prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6, 4)
+    return {"prompt_tokens": prompt_tokens, "max_completion_tokens": completion_tokens, "usd": usd}
+
+
+def usage_summary(outputs: list[dict[str, Any]], model: str) -> dict[str, Any]:
+    """Requests, cache hits and tokens as the API reported them, with an estimated cost."""
+    bought = [row for row in outputs if not row.get("cached")]
+    prompt = sum(row.get("usage", {}).get("prompt_tokens", 0) for row in outputs)
+    completion = sum(row.get("usage", {}).get("completion_tokens", 0) for row in outputs)
+    price = _price_for(model)
+    return {
+        "requests": len(outputs),
+        "from_cache": len(outputs) - len(bought),
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "estimated_usd": round((prompt * price[0] + completion * price[1]) / 1e6, 4) if price else None,
+    }

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from runner.errors import EXIT_INVALID, EXIT_OK, SpecrunError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         command = with_spec(name, help_text)
         command.add_argument("--limit", type=int, help="evaluate at most N examples")
         command.add_argument("--out", type=Path, default=Path("runs"), help="runs folder (default: ./runs)")
+        command.add_argument("--no-cache", action="store_true", help="ask the API again instead of the response cache")
         if name == "run":
             command.add_argument("--dry-run", action="store_true", help="prep + checks + cost estimate; spend nothing")
     check = commands.add_parser("check", help="data checks on a spec's training file or on any chat JSONL")
@@ -46,6 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--model", help="model whose tokenizer, limit and price to use (JSONL; default gpt-4o-mini)")
     check.add_argument("--out", type=Path, default=Path("runs"))
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    cache = commands.add_parser("cache", help="the response cache: show its size, or clear it")
+    cache.add_argument("action", choices=["info", "clear"], nargs="?", default="info")
+
+    jobs = commands.add_parser("jobs", help="fine-tuning jobs at a provider, for jobs started earlier")
+    jobs.add_argument("action", choices=["list", "show", "events", "checkpoints", "cancel", "delete-model"])
+    jobs.add_argument("id", nargs="?", help="job id (model id for delete-model)")
+    jobs.add_argument("--provider", default="openai", choices=["openai", "zhipuai"])
+    jobs.add_argument("--base-url", help="API root (default: the provider's environment variable, then its SDK)")
+    jobs.add_argument("--api-key-env", help="environment variable holding the key")
     return parser
 
 
@@ -64,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from runner.spec import load_spec
 
+    if args.command == "cache":
+        return _cache(args.action)
+    if args.command == "jobs":
+        from runner.jobs import jobs_command
+
+        return jobs_command(args, console)
     if args.command == "check" and args.target.suffix == ".jsonl":
         return _check_jsonl(args.target, args.model or "gpt-4o-mini-2024-07-18")
     spec = load_spec(args.target if args.command == "check" else args.spec, args.overrides)
@@ -73,26 +90,39 @@ def _dispatch(args: argparse.Namespace) -> int:
         splits = make_splits(spec)
         console.print(f"[green]valid[/]: {spec.path} ({len(splits.train)} train, {len(splits.eval)} eval examples)")
         return EXIT_OK
-    from runner.pipeline import run_spec
+    from runner.pipeline import STAGES, run_spec
 
     stages = {
-        "run": ("prep", "check", "eval"),
+        "run": STAGES,
         "prep": ("prep",),
         "check": ("prep", "check"),
         "eval": ("eval",),
     }
-    if args.limit is not None and args.limit < 1 if hasattr(args, "limit") else False:
+    limit = getattr(args, "limit", None)
+    if limit is not None and limit < 1:
         console.print("[red]error:[/] --limit must be at least 1")
         return EXIT_INVALID
     outcome = run_spec(
         spec,
         stages=stages[args.command],
-        limit=getattr(args, "limit", None),
+        limit=limit,
         dry_run=getattr(args, "dry_run", False),
         out_dir=args.out,
         console=console,
+        use_cache=not getattr(args, "no_cache", False),
     )
     return outcome.exit_code
+
+
+def _cache(action: str) -> int:
+    from runner.cache import ResponseCache
+
+    cache = ResponseCache()
+    if action == "clear":
+        console.print(f"cleared {cache.clear()} cached responses from {cache.path}")
+    stats = cache.stats()
+    console.print(f"{stats['path']}: {stats['entries']} responses, {stats['bytes'] / 1e6:.1f} MB")
+    return EXIT_OK
 
 
 def _check_jsonl(path: Path, model: str) -> int:

@@ -40,8 +40,11 @@ def raw_outputs(
     if todo:
         model = provider()
         label_names = list(spec.labels.values())
-        for start in range(0, len(todo), CHUNK):
-            chunk = todo[start : start + CHUNK]
+        # Remote answers are cached one by one as they arrive, so larger chunks lose nothing on a
+        # crash and keep every concurrent request slot busy.
+        size = CHUNK * max(1, getattr(model, "concurrency", 1) // 2)
+        for start in range(0, len(todo), size):
+            chunk = todo[start : start + size]
             conversations = [prompts.messages(example) for example in chunk]
             advance = lambda n: progress.advance(task, n)  # noqa: E731
             if method == "score":
@@ -49,7 +52,10 @@ def raw_outputs(
                 rows = [{"id": e.id, "scores": s.round(5).tolist()} for e, s in zip(chunk, scores, strict=True)]
             else:
                 completions = model.chat(conversations, spec.provider["params"], progress=advance)
-                rows = [{"id": e.id, "text": c.text, "usage": c.usage} for e, c in zip(chunk, completions, strict=True)]
+                rows = [
+                    {"id": e.id, "text": c.text, "usage": c.usage, "cached": c.cached}
+                    for e, c in zip(chunk, completions, strict=True)
+                ]
             run.append_jsonl(name, rows)
             done.update((row["id"], row) for row in rows)
     progress.update(task, completed=len(examples))
@@ -73,11 +79,11 @@ def predictions(
         else:
             rows[mode] = raw
         for record, score in zip(records, scores, strict=True):
-            record["scores"] = dict(zip(labels, score.round(4).tolist(), strict=True))
+            record[f"{mode}_scores"] = dict(zip(labels, score.round(4).tolist(), strict=True))
     else:
         rows[mode] = [normalize_answer(outputs[e.id]["text"], spec.labels) for e in examples]
         for record, example in zip(records, examples, strict=True):
-            record["answer"] = outputs[example.id]["text"]
+            record[f"{mode}_answer"] = outputs[example.id]["text"]
     for row, predicted in rows.items():
         for record, label in zip(records, predicted, strict=True):
             record[row] = label

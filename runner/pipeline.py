@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import operator
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,18 +26,20 @@ from rich.progress import (
 )
 
 from runner.baseline import baseline_predictions
-from runner.checks import run_checks, summary_lines
+from runner.cache import ResponseCache
+from runner.checks import inference_estimate, run_checks, summary_lines, usage_summary
 from runner.data import Splits, make_splits
 from runner.errors import EXIT_GATE_FAILED, EXIT_OK, InvalidInput
 from runner.evaluate import predictions, raw_outputs
+from runner.finetune import fine_tune
 from runner.metrics import classification_metrics
 from runner.prompts import PromptBuilder
 from runner.providers import Provider, open_provider
 from runner.report import render_report, results_table
 from runner.runs import RunFolder, environment
-from runner.spec import Spec
+from runner.spec import Spec, fine_tune_settings
 
-STAGES = ("prep", "check", "eval")
+STAGES = ("prep", "check", "fine_tune", "eval")
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 
 
@@ -68,8 +71,12 @@ def run_spec(
     dry_run: bool = False,
     out_dir: Path = Path("runs"),
     console: Console | None = None,
+    use_cache: bool = True,
 ) -> Outcome:
     console = console or Console(stderr=True)
+    fine_tuning = spec.doc["fine_tune"]["enabled"] and "fine_tune" in stages
+    if "eval" in stages and "fine_tuned" in spec.evaluation["modes"] and not fine_tuning:
+        raise InvalidInput("mode fine_tuned needs the fine-tune stage: use specrun run", where=spec.where("evaluation"))
     started = time.perf_counter()
     splits = make_splits(spec, limit=limit)
     prompts = PromptBuilder(spec.doc["prompt"]["template"], spec.doc["prompt"]["system"], spec.labels)
@@ -85,7 +92,7 @@ def run_spec(
     run.write_json("manifest.json", manifest)
     outcome = Outcome(run=run, exit_code=EXIT_OK)
     try:
-        if "prep" in stages or "check" in stages:
+        if "prep" in stages or "check" in stages or fine_tuning:
             run.write_jsonl("train.jsonl", training)
             console.print(f"prep: {len(training)} chat examples → {run.file('train.jsonl')}")
         if "check" in stages:
@@ -99,11 +106,21 @@ def run_spec(
                     "training data has format errors (see checks.json)", where=str(run.file("train.jsonl"))
                 )
         if dry_run:
-            console.print(
-                f"dry run: nothing spent; the {spec.provider['name']} provider would evaluate {len(splits.eval)} examples"
+            _print_estimate(spec, splits, prompts, console)
+            return outcome
+        cache = ResponseCache() if use_cache and spec.provider["name"] != "local" else None
+        models = {"zero_shot": spec.provider["model"]}
+        if fine_tuning:
+            provider = open_provider(spec.provider, cache)
+            state = fine_tune(
+                provider, run, fine_tune_settings(spec), spec.doc["fine_tune"]["poll_interval_s"], console
             )
-        elif "eval" in stages:
-            outcome.metrics = _evaluate(spec, splits, prompts, run, console, manifest)
+            manifest["fine_tune"] = {
+                k: state.get(k) for k in ("job_id", "training_file", "base_model", "fine_tuned_model")
+            }
+            models["fine_tuned"] = state["fine_tuned_model"]
+        if "eval" in stages:
+            outcome.metrics = _evaluate(spec, splits, prompts, run, console, manifest, models, cache)
             outcome.gates = check_gates(spec, outcome.metrics)
             if not all(gate["passed"] for gate in outcome.gates):
                 outcome.exit_code = EXIT_GATE_FAILED
@@ -157,29 +174,59 @@ def _manifest(spec: Spec, run: RunFolder, identity: dict, splits: Splits, limit:
     }
 
 
+def _print_estimate(spec: Spec, splits: Splits, prompts: PromptBuilder, console: Console) -> None:
+    provider = spec.provider
+    if provider["name"] == "local":
+        console.print(
+            f"dry run: nothing spent; the local model would evaluate {len(splits.eval)} examples (no API cost)"
+        )
+        return
+    conversations = [prompts.messages(example) for example in splits.eval]
+    estimate = inference_estimate(conversations, provider["model"], provider["params"]["max_tokens"])
+    cost = f"≈ ${estimate['usd']:.4f}" if estimate["usd"] is not None else "cost unknown (no price for this model)"
+    console.print(
+        f"dry run: nothing spent; evaluating {len(splits.eval)} examples on {provider['model']} would send "
+        f"{estimate['prompt_tokens']} prompt tokens and at most {estimate['max_completion_tokens']} completion tokens: {cost}"
+    )
+
+
 def _evaluate(
-    spec: Spec, splits: Splits, prompts: PromptBuilder, run: RunFolder, console: Console, manifest: dict
+    spec: Spec,
+    splits: Splits,
+    prompts: PromptBuilder,
+    run: RunFolder,
+    console: Console,
+    manifest: dict,
+    models: dict[str, str],
+    cache: ResponseCache | None,
 ) -> dict[str, dict[str, Any]]:
     labels = list(spec.labels)
     gold = [example.label for example in splits.eval]
-    loaded: list[Provider] = []
+    loaded: dict[str, Provider] = {}
 
-    def provider() -> Provider:
-        if not loaded:
-            with console.status(f"loading {spec.provider['name']} model {spec.provider['model']}…"):
-                loaded.append(open_provider(spec.provider))
-            manifest["models"][spec.provider["model"]] = loaded[0].describe()
-        return loaded[0]
+    def provider_for(mode: str) -> Callable[[], Provider]:
+        def load() -> Provider:
+            if mode not in loaded:
+                model = models[mode]
+                with console.status(f"loading {spec.provider['name']} model {model}…"):
+                    loaded[mode] = open_provider({**spec.provider, "model": model}, cache)
+                manifest["models"][model] = loaded[mode].describe()
+            return loaded[mode]
+
+        return load
 
     rows: dict[str, list[str | None]] = {}
     records: list[dict[str, Any]] = []
     with progress_bar(console) as progress:
         for mode in spec.evaluation["modes"]:
             started = time.perf_counter()
-            outputs = raw_outputs(spec, splits.eval, prompts, provider, run, progress, mode)
-            mode_rows, records = predictions(spec, splits.eval, outputs, mode)
+            outputs = raw_outputs(spec, splits.eval, prompts, provider_for(mode), run, progress, mode)
+            mode_rows, mode_records = predictions(spec, splits.eval, outputs, mode)
+            records = _merge(records, mode_records)
             rows.update(mode_rows)
             manifest["stage_seconds"][mode] = round(time.perf_counter() - started, 1)
+            if spec.evaluation["method"] == "generate":
+                manifest.setdefault("usage", {})[mode] = usage_summary(list(outputs.values()), models[mode])
     if spec.evaluation["baseline"]:
         started = time.perf_counter()
         rows["baseline"] = baseline_predictions(splits.train, splits.eval)
@@ -190,6 +237,13 @@ def _evaluate(
     run.write_jsonl("predictions.jsonl", records)
     run.write_json("metrics.json", metrics)
     return metrics
+
+
+def _merge(records: list[dict[str, Any]], more: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One predictions.jsonl line per example, with every mode's fields (answers kept per mode)."""
+    if not records:
+        return more
+    return [{**old, **new} for old, new in zip(records, more, strict=True)]
 
 
 def check_gates(spec: Spec, metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -18,6 +18,8 @@ def row_description(row: str, manifest: dict[str, Any]) -> str:
         return f"TF-IDF+LR on {manifest['data']['train']} train"
     evaluation = manifest["spec"]["evaluation"]
     model = manifest["spec"]["provider"]["model"]
+    if row.startswith("fine_tuned"):
+        model = (manifest.get("fine_tune") or {}).get("fine_tuned_model") or "fine-tuned model"
     how = evaluation["method"]
     if evaluation["method"] == "score":
         how += " · raw" if row.endswith("_uncalibrated") else f" · {evaluation['calibration']}-calibrated"
@@ -103,6 +105,29 @@ def render_report(
         f"{', --limit ' + str(manifest['limit']) if manifest.get('limit') else ''})",
         "",
     ]
+    if manifest.get("fine_tune"):
+        job = manifest["fine_tune"]
+        lines += [
+            "## Fine-tuning",
+            "",
+            f"- job {job['job_id']} on {job['base_model']} (training file {job['training_file']})",
+            f"- result: {job['fine_tuned_model']}",
+            "",
+        ]
+    if manifest.get("usage"):
+        lines += [
+            "## Usage and cost",
+            "",
+            "| mode | requests | from cache | prompt tokens | completion tokens | est. cost |",
+        ]
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for mode, usage in manifest["usage"].items():
+            cost = f"${usage['estimated_usd']:.4f}" if usage["estimated_usd"] is not None else "unknown"
+            lines.append(
+                f"| {mode} | {usage['requests']} | {usage['from_cache']} | {usage['prompt_tokens']} | "
+                f"{usage['completion_tokens']} | {cost} |"
+            )
+        lines.append("")
     if checks:
         lines += ["## Fine-tuning data checks", "", *[f"- {line}" for line in summary_lines(checks)], ""]
     if primary in metrics:

@@ -200,6 +200,10 @@ def _fill_defaults(spec: Spec) -> None:
     provider = doc["provider"]
     provider.setdefault("model", DEFAULT_LOCAL_MODEL if local else None)
     provider.setdefault("batch_size", 8)
+    if not local:
+        provider.setdefault("concurrency", 8)
+        provider.setdefault("timeout_s", 60)
+        provider.setdefault("max_retries", 6)
     provider["params"] = {"temperature": 0, "max_tokens": 16, **provider.get("params", {})}
     doc.setdefault("description", "")
     data = doc["data"]
@@ -216,6 +220,7 @@ def _fill_defaults(spec: Spec) -> None:
     fine_tune = doc.setdefault("fine_tune", {})
     fine_tune.setdefault("enabled", False)
     fine_tune.setdefault("hyperparameters", {})
+    fine_tune.setdefault("poll_interval_s", 15)
     evaluation = doc.setdefault("evaluation", {})
     evaluation.setdefault("modes", ["zero_shot"])
     evaluation.setdefault("method", "score" if local else "generate")
@@ -250,21 +255,20 @@ def _check_semantics(spec: Spec) -> None:
         if label in spec.labels:
             raise InvalidInput(f"{label!r} is both excluded and in labels", where=spec.where("data", "exclude_labels"))
     evaluation = spec.evaluation
-    if spec.provider["name"] != "local":
+    provider = spec.provider
+    if provider["name"] == "openai_compatible" and not provider.get("base_url"):
+        raise InvalidInput("openai_compatible needs the server's base_url", where=spec.where("provider"))
+    if evaluation["method"] == "score" and provider["name"] != "local":
         raise InvalidInput(
-            f"provider {spec.provider['name']!r} is not available yet; use 'local'",
-            where=spec.where("provider", "name"),
+            f"method: score needs a local model's token log-probabilities; use method: generate with {provider['name']}",
+            where=spec.where("evaluation", "method"),
         )
     if evaluation["calibration"] != "none" and evaluation["method"] != "score":
         raise InvalidInput(
             "calibration needs method: score (generated answers have no per-label scores)",
             where=spec.where("evaluation", "calibration"),
         )
-    if doc["fine_tune"]["enabled"]:
-        raise InvalidInput(
-            "fine-tuning is validated but not run yet in this version; set fine_tune.enabled: false",
-            where=spec.where("fine_tune", "enabled"),
-        )
+    _check_fine_tune(spec)
     checks_model = doc["checks"]["model"]
     if encoding_name(checks_model) is None:
         raise InvalidInput(
@@ -283,6 +287,40 @@ def _check_semantics(spec: Spec) -> None:
                     where=spec.where("evaluation", "gates"),
                 )
     check_template(spec)
+
+
+def _check_fine_tune(spec: Spec) -> None:
+    from runner.providers import FINE_TUNE_SETTINGS
+
+    fine_tune, name = spec.doc["fine_tune"], spec.provider["name"]
+    if "fine_tuned" in spec.evaluation["modes"] and not fine_tune["enabled"]:
+        raise InvalidInput("mode fine_tuned needs fine_tune.enabled: true", where=spec.where("evaluation", "modes"))
+    if not fine_tune["enabled"]:
+        return
+    if name == "local":
+        raise InvalidInput(
+            "local fine-tuning is not available in this version; use provider openai or zhipuai",
+            where=spec.where("fine_tune", "enabled"),
+        )
+    accepted = FINE_TUNE_SETTINGS[name]
+    if not accepted:
+        raise InvalidInput(f"provider {name} has no fine-tuning API", where=spec.where("fine_tune", "enabled"))
+    for key, path in [(k, ("fine_tune", "hyperparameters", k)) for k in fine_tune["hyperparameters"]] + [
+        (k, ("fine_tune", k)) for k in ("suffix", "seed") if k in fine_tune
+    ]:
+        if key not in accepted:
+            raise InvalidInput(
+                f"{name} fine-tuning does not take {key} (it takes: {', '.join(sorted(accepted))})",
+                where=spec.where(*path),
+            )
+
+
+def fine_tune_settings(spec: Spec) -> dict[str, Any]:
+    """What the provider's create-job call receives: hyperparameters plus suffix and seed."""
+    fine_tune = spec.doc["fine_tune"]
+    settings = {k: v for k, v in fine_tune["hyperparameters"].items() if v != "auto"}
+    settings.update({k: fine_tune[k] for k in ("suffix", "seed") if k in fine_tune})
+    return settings
 
 
 def result_rows(spec: Spec) -> list[str]:

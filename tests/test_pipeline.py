@@ -43,7 +43,7 @@ class KeywordProvider(Provider):
 @pytest.fixture
 def fake_model(monkeypatch):
     KeywordProvider.calls, KeywordProvider.crash_after = [], None
-    monkeypatch.setattr("runner.pipeline.open_provider", lambda config: KeywordProvider())
+    monkeypatch.setattr("runner.pipeline.open_provider", lambda config, cache=None: KeywordProvider())
     return KeywordProvider
 
 
@@ -68,7 +68,7 @@ def test_run_writes_the_whole_run_folder(tmp_path, fake_model):
     assert set(metrics) == {"zero_shot", "zero_shot_uncalibrated", "baseline"}
     assert metrics["zero_shot_uncalibrated"]["accuracy"] == 1.0
     predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
-    assert len(predictions) == 6 and set(predictions[0]) >= {"id", "gold", "zero_shot", "baseline", "scores"}
+    assert len(predictions) == 6 and set(predictions[0]) >= {"id", "gold", "zero_shot", "baseline", "zero_shot_scores"}
     train = [json.loads(line) for line in (folder / "train.jsonl").read_text().splitlines()]
     assert len(train) == 3
     assert train[0] == {
@@ -105,7 +105,7 @@ def test_generate_method_normalises_answers(tmp_path, fake_model):
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["zero_shot"]["accuracy"] == 1.0 and metrics["zero_shot"]["invalid"] == 0
     first = json.loads((folder / "predictions.jsonl").read_text().splitlines()[0])
-    assert first["answer"].startswith("这条新闻属于")
+    assert first["zero_shot_answer"].startswith("这条新闻属于")
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, fake_model, monkeypatch):
@@ -129,7 +129,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, fake_model, monke
 
 
 def test_dry_run_and_single_stages_load_no_model(tmp_path, monkeypatch):
-    def refuse(config):
+    def refuse(config, cache=None):
         raise AssertionError("no model may be loaded")
 
     monkeypatch.setattr("runner.pipeline.open_provider", refuse)
@@ -146,7 +146,7 @@ def test_dry_run_and_single_stages_load_no_model(tmp_path, monkeypatch):
 
 
 def test_bad_data_fails_before_any_model_or_folder(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("runner.pipeline.open_provider", lambda config: pytest.fail("model loaded"))
+    monkeypatch.setattr("runner.pipeline.open_provider", lambda config, cache=None: pytest.fail("model loaded"))
     rows = [{"sentence": "a", "label_desc": "news_tech"}, {"sentence": "b", "label_desc": "news_weather"}]
     spec = write_project(tmp_path, rows=rows)
     assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == 2

@@ -1,7 +1,8 @@
 """The provider interface: what the pipeline asks of any model backend.
 
-Remote chat APIs answer `chat`; a local model can also `score` fixed answers, which is how a
-small model is made to always return a label from the label set.
+Every provider answers `chat`; a local model can also `score` fixed answers, which is how a
+small model is made to always return a label from the label set. Providers that fine-tune
+share one job lifecycle: upload, create, find, retrieve, events, checkpoints, cancel, delete.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from runner.cache import ResponseCache
 
 Message = dict[str, str]
 Conversation = list[Message]
@@ -22,6 +26,48 @@ Progress = Callable[[int], None]  # called with the number of items just finishe
 class Completion:
     text: str
     usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens
+    cached: bool = False
+
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+#: Fine-tuning settings each provider accepts; anything else in a spec is an error, not a silent drop.
+FINE_TUNE_SETTINGS: dict[str, set[str]] = {
+    "openai": {"n_epochs", "batch_size", "learning_rate_multiplier", "suffix", "seed"},
+    "zhipuai": {"n_epochs", "suffix"},
+    "openai_compatible": set(),
+}
+
+
+@dataclass
+class Job:
+    id: str
+    status: str  # validating_files, queued, running, succeeded, failed, cancelled
+    model: str
+    training_file: str | None = None
+    fine_tuned_model: str | None = None
+    error: str | None = None
+    trained_tokens: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass
+class JobEvent:
+    id: str
+    created_at: int
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Checkpoint:
+    id: str
+    step: int
+    metrics: dict[str, Any]
+    model: str | None = None
 
 
 class Provider(ABC):
@@ -44,11 +90,43 @@ class Provider(ABC):
         """Log-probability of each answer as the assistant's reply: shape (conversations, answers)."""
         raise NotImplementedError(f"provider {self.name!r} cannot score answers; use evaluation.method: generate")
 
+    # Fine-tuning lifecycle; a provider that cannot fine-tune keeps these defaults.
+    def upload(self, path: Path) -> str:
+        raise NotImplementedError(f"provider {self.name!r} cannot fine-tune")
 
-def open_provider(config: dict[str, Any]) -> Provider:
+    def create_job(self, training_file: str, settings: dict[str, Any]) -> Job:
+        raise NotImplementedError(f"provider {self.name!r} cannot fine-tune")
+
+    def find_job(self, training_file: str) -> Job | None:
+        """The job already created from this uploaded file, if any: how a crashed run reattaches."""
+        return next((job for job in self.list_jobs() if job.training_file == training_file), None)
+
+    def list_jobs(self, limit: int = 100) -> list[Job]:
+        raise NotImplementedError(f"provider {self.name!r} cannot fine-tune")
+
+    def job(self, job_id: str) -> Job:
+        raise NotImplementedError(f"provider {self.name!r} cannot fine-tune")
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        """Oldest first."""
+        raise NotImplementedError(f"provider {self.name!r} cannot fine-tune")
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        return []
+
+    def cancel(self, job_id: str) -> Job:
+        raise NotImplementedError(f"provider {self.name!r} cannot fine-tune")
+
+    def delete_model(self, model: str) -> None:
+        raise NotImplementedError(f"provider {self.name!r} cannot fine-tune")
+
+
+def open_provider(config: dict[str, Any], cache: ResponseCache | None = None) -> Provider:
     """The provider a spec's `provider` section names (loading the model if local)."""
     if config["name"] == "local":
         from runner.providers.local import LocalProvider
 
         return LocalProvider(config["model"], batch_size=config["batch_size"])
-    raise ValueError(f"unknown provider {config['name']!r}")
+    from runner.providers.remote import ChatAPIProvider
+
+    return ChatAPIProvider(config, cache)

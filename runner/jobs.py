@@ -1,0 +1,43 @@
+"""`specrun jobs …`: look after fine-tuning jobs started earlier, by id."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+from runner.errors import EXIT_INVALID, EXIT_OK
+from runner.providers import Provider
+from runner.providers.remote import ChatAPIProvider
+
+
+def jobs_command(args: argparse.Namespace, console: Console) -> int:
+    if args.action != "list" and not args.id:
+        console.print(f"[red]error:[/] jobs {args.action} needs an id")
+        return EXIT_INVALID
+    provider: Provider = ChatAPIProvider(
+        {"name": args.provider, "model": "-", "base_url": args.base_url, "api_key_env": args.api_key_env}
+    )
+    if args.action == "list":
+        table = Table("job", "status", "model", "fine-tuned model")
+        for job in provider.list_jobs():
+            table.add_row(job.id, job.status, job.model, job.fine_tuned_model or "")
+        console.print(table)
+    elif args.action in ("show", "cancel"):
+        job = provider.cancel(args.id) if args.action == "cancel" else provider.job(args.id)
+        for key, value in job.__dict__.items():
+            console.print(f"{key}: {value}", highlight=False)
+    elif args.action == "events":
+        for event in provider.events(args.id):
+            console.print(f"{event.created_at} {event.message}", highlight=False)
+    elif args.action == "checkpoints":
+        checkpoints = provider.checkpoints(args.id)
+        if not checkpoints:
+            console.print(f"no checkpoints ({args.provider} may not list them)")
+        for checkpoint in checkpoints:
+            console.print(f"step {checkpoint.step}: {checkpoint.metrics} → {checkpoint.model}", highlight=False)
+    else:
+        provider.delete_model(args.id)
+        console.print(f"deleted {args.id}")
+    return EXIT_OK
