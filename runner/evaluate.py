@@ -40,9 +40,7 @@ def raw_outputs(
     if todo:
         model = provider()
         label_names = list(spec.labels.values())
-        # Remote answers are cached one by one as they arrive, so larger chunks lose nothing on a
-        # crash and keep every concurrent request slot busy.
-        size = CHUNK * max(1, getattr(model, "concurrency", 1) // 2)
+        size = model.chunk_size or CHUNK
         for start in range(0, len(todo), size):
             chunk = todo[start : start + size]
             conversations = [prompts.messages(example) for example in chunk]

@@ -73,6 +73,7 @@ class Checkpoint:
 class Provider(ABC):
     name: str
     model: str
+    chunk_size: int | None = None  # examples per call between saves to the run folder; None: the default
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

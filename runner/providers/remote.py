@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from runner.cache import ResponseCache
+from runner.cache import ResponseCache, cache_key
 from runner.errors import InvalidInput, RuntimeFailure
 from runner.providers import FINE_TUNE_SETTINGS, Checkpoint, Completion, Conversation, Job, JobEvent, Progress, Provider
 from runner.providers.retry import RateLimiter, is_retryable, status_code, with_retries
@@ -40,6 +40,9 @@ class ChatAPIProvider(Provider):
         self.model = config["model"]
         self.base_url = resolve_base_url(config)
         self.concurrency = config.get("concurrency", 8)
+        # Every answer is cached as it arrives, so large calls lose nothing on a crash and keep
+        # all request slots busy (a call waits for its slowest request before the next starts).
+        self.chunk_size = 128 * self.concurrency
         self.max_retries = config.get("max_retries", 6)
         self.limiter = RateLimiter(config.get("requests_per_minute"))
         self.cache = cache
@@ -99,39 +102,44 @@ class ChatAPIProvider(Provider):
     def chat(
         self, conversations: Sequence[Conversation], params: dict[str, Any], progress: Progress | None = None
     ) -> list[Completion]:
+        requests = [
+            {"provider": self.name, "model": self.model, "base_url": self.base_url, "messages": m, "params": params}
+            for m in conversations
+        ]
+        cached = self.cache.get_many(requests) if self.cache else {}
         results: list[Completion | None] = [None] * len(conversations)
+        todo = []
+        for index, request in enumerate(requests):
+            hit = cached.get(cache_key(request))
+            if hit is None:
+                todo.append(index)
+            else:
+                results[index] = Completion(hit["text"], hit["usage"], cached=True)
+        if progress and len(todo) < len(requests):
+            progress(len(requests) - len(todo))
         failed = threading.Event()  # after one request fails for good, ask nothing more
 
         def one(index: int) -> None:
             if failed.is_set():
                 return
-            request = {
-                "provider": self.name,
-                "model": self.model,
-                "base_url": self.base_url,
-                "messages": conversations[index],
-                "params": params,
-            }
-            cached = self.cache.get(request) if self.cache else None
-            if cached is not None:
-                results[index] = Completion(cached["text"], cached["usage"], cached=True)
-            else:
-                try:
-                    answer = self._call(lambda: self._complete(conversations[index], params))
-                except BaseException:
-                    failed.set()
-                    raise
-                if self.cache:
-                    self.cache.put(request, answer)
-                results[index] = Completion(answer["text"], answer["usage"])
+            try:
+                answer = self._call(lambda: self._complete(conversations[index], params))
+            except BaseException:
+                failed.set()
+                raise
+            if self.cache:
+                self.cache.put(requests[index], answer)
+            results[index] = Completion(answer["text"], answer["usage"])
             if progress:
                 progress(1)
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = [pool.submit(one, index) for index in range(len(conversations))]
+            futures = [pool.submit(one, index) for index in todo]
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             for future in pending:
                 future.cancel()
+            if self.cache:
+                self.cache.flush()  # answers bought are on disk before anything else happens
             for future in done:
                 future.result()  # re-raise the first failure
         return [result for result in results if result is not None]
