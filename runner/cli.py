@@ -10,7 +10,8 @@ from rich.console import Console
 
 from runner.errors import EXIT_INVALID, EXIT_OK, SpecrunError
 
-console = Console(stderr=True, soft_wrap=True)  # long paths stay on one line in logs
+# Logs (not a terminal) get a wide console so tables and long paths stay readable.
+console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 150)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,9 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser("jobs", help="fine-tuning jobs at a provider, for jobs started earlier")
     jobs.add_argument("action", choices=["list", "show", "events", "checkpoints", "cancel", "delete-model"])
     jobs.add_argument("id", nargs="?", help="job id (model id for delete-model)")
-    jobs.add_argument("--provider", default="openai", choices=["openai", "zhipuai"])
+    jobs.add_argument("--provider", default="openai", choices=["openai", "zhipuai", "local"])
     jobs.add_argument("--base-url", help="API root (default: the provider's environment variable, then its SDK)")
     jobs.add_argument("--api-key-env", help="environment variable holding the key")
+
+    models = commands.add_parser("models", help="models fine-tuned here (the local registry)")
+    models.add_argument("action", choices=["list", "delete"], nargs="?", default="list")
+    models.add_argument("id", nargs="?")
     return parser
 
 
@@ -77,10 +82,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "cache":
         return _cache(args.action)
-    if args.command == "jobs":
-        from runner.jobs import jobs_command
+    if args.command in ("jobs", "models"):
+        from runner.jobs import jobs_command, models_command
 
-        return jobs_command(args, console)
+        return (jobs_command if args.command == "jobs" else models_command)(args, console)
     if args.command == "check" and args.target.suffix == ".jsonl":
         return _check_jsonl(args.target, args.model or "gpt-4o-mini-2024-07-18")
     spec = load_spec(args.target if args.command == "check" else args.spec, args.overrides)

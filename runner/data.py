@@ -32,6 +32,7 @@ class Splits:
     eval: list[Example]
     n_rows: int  # rows read, before exclusions
     n_excluded: int
+    validation: list[Example]
 
 
 def read_rows(path: Path, fmt: str) -> list[tuple[int, Any]]:
@@ -95,10 +96,14 @@ def load_examples(spec: Spec) -> tuple[list[Example], int]:
 
 def make_splits(spec: Spec, limit: int | None = None) -> Splits:
     examples, n_excluded = load_examples(spec)
-    train = take(examples, spec.doc["splits"]["train"])
-    train_ids = {example.id for example in train}
-    remaining = [example for example in examples if example.id not in train_ids]
-    evaluation = take(remaining, spec.doc["splits"]["eval"])
+    splits = spec.doc["splits"]
+    train = take(examples, splits["train"])
+    used = {example.id for example in train}
+    validation = []
+    if "validation" in splits:
+        validation = take([e for e in examples if e.id not in used], splits["validation"])
+        used |= {example.id for example in validation}
+    evaluation = take([e for e in examples if e.id not in used], splits["eval"])
     if limit is not None:
         evaluation = evaluation[:limit]
     if not train or not evaluation:
@@ -106,7 +111,9 @@ def make_splits(spec: Spec, limit: int | None = None) -> Splits:
             f"splits leave {len(train)} train and {len(evaluation)} eval examples; both need at least one",
             where=spec.where("splits"),
         )
-    return Splits(train=train, eval=evaluation, n_rows=len(examples) + n_excluded, n_excluded=n_excluded)
+    return Splits(
+        train=train, eval=evaluation, n_rows=len(examples) + n_excluded, n_excluded=n_excluded, validation=validation
+    )
 
 
 def take(examples: list[Example], split: dict[str, Any]) -> list[Example]:

@@ -48,8 +48,12 @@ def fine_tune(
     state = _load(run)
     if "training_file" not in state:
         state["training_file"] = provider.upload(run.file("train.jsonl"))
+        if run.file("validation.jsonl").is_file():
+            state["validation_file"] = provider.upload(run.file("validation.jsonl"))
         run.write_json(STATE, state)
         console.print(f"fine-tune: uploaded train.jsonl as {state['training_file']}")
+    if state.get("validation_file"):
+        settings = {**settings, "validation_file": state["validation_file"]}
     if "job_id" not in state:
         job = create_or_reattach(provider, state["training_file"], settings)
         state.update(job_id=job.id, base_model=job.model, settings=settings)
@@ -58,6 +62,11 @@ def fine_tune(
     else:
         console.print(f"fine-tune: reattaching to job {state['job_id']}")
     seen = set(state.get("seen_events", []))
+    try:
+        provider.drive(state["job_id"], console)  # local jobs train now (resuming from a checkpoint)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]job {state['job_id']} stopped at a checkpoint[/]: run the same command to resume")
+        raise
     try:
         with console.status(f"job {state['job_id']}: polling") as status:
             while True:

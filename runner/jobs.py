@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from rich.console import Console
 from rich.table import Table
@@ -10,14 +11,46 @@ from rich.table import Table
 from runner.errors import EXIT_INVALID, EXIT_OK
 from runner.providers import Provider
 from runner.providers.remote import ChatAPIProvider
+from runner.registry import LocalRegistry
+
+
+def models_command(args: argparse.Namespace, console: Console) -> int:
+    """`specrun models list|delete`: the models fine-tuned here."""
+    registry = LocalRegistry()
+    if args.action == "delete":
+        if not args.id:
+            console.print("[red]error:[/] models delete needs a model id")
+            return EXIT_INVALID
+        registry.delete_model(args.id)
+        console.print(f"deleted {args.id}")
+        return EXIT_OK
+    table = Table("model", "base", "status", "steps", "train loss", "valid acc", "created", title=str(registry.root))
+    for job in registry.list_jobs():
+        record = registry.record(job.id)
+        last = record["checkpoints"][-1]["metrics"] if record["checkpoints"] else {}
+        table.add_row(
+            record["model_id"],
+            record["base_model"],
+            record["status"],
+            f"{record['step']}/{record['total_steps'] or '?'}",
+            str(last.get("train_loss", "")),
+            str(last.get("valid_accuracy", "")),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(record["created_at"])),
+        )
+    console.print(table)
+    return EXIT_OK
 
 
 def jobs_command(args: argparse.Namespace, console: Console) -> int:
     if args.action != "list" and not args.id:
         console.print(f"[red]error:[/] jobs {args.action} needs an id")
         return EXIT_INVALID
-    provider: Provider = ChatAPIProvider(
-        {"name": args.provider, "model": "-", "base_url": args.base_url, "api_key_env": args.api_key_env}
+    provider: Provider | LocalRegistry = (
+        LocalRegistry()
+        if args.provider == "local"
+        else ChatAPIProvider(
+            {"name": args.provider, "model": "-", "base_url": args.base_url, "api_key_env": args.api_key_env}
+        )
     )
     if args.action == "list":
         table = Table("job", "status", "model", "fine-tuned model")

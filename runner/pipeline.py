@@ -94,6 +94,10 @@ def run_spec(
     try:
         if "prep" in stages or "check" in stages or fine_tuning:
             run.write_jsonl("train.jsonl", training)
+            if splits.validation:
+                run.write_jsonl(
+                    "validation.jsonl", [{"messages": prompts.training_messages(e)} for e in splits.validation]
+                )
             console.print(f"prep: {len(training)} chat examples → {run.file('train.jsonl')}")
         if "check" in stages:
             hyper = spec.doc["fine_tune"]["hyperparameters"]

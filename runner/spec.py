@@ -297,16 +297,11 @@ def _check_fine_tune(spec: Spec) -> None:
         raise InvalidInput("mode fine_tuned needs fine_tune.enabled: true", where=spec.where("evaluation", "modes"))
     if not fine_tune["enabled"]:
         return
-    if name == "local":
-        raise InvalidInput(
-            "local fine-tuning is not available in this version; use provider openai or zhipuai",
-            where=spec.where("fine_tune", "enabled"),
-        )
     accepted = FINE_TUNE_SETTINGS[name]
     if not accepted:
         raise InvalidInput(f"provider {name} has no fine-tuning API", where=spec.where("fine_tune", "enabled"))
     for key, path in [(k, ("fine_tune", "hyperparameters", k)) for k in fine_tune["hyperparameters"]] + [
-        (k, ("fine_tune", k)) for k in ("suffix", "seed") if k in fine_tune
+        (k, ("fine_tune", k)) for k in ("suffix", "seed", "local") if k in fine_tune
     ]:
         if key not in accepted:
             raise InvalidInput(
@@ -319,7 +314,7 @@ def fine_tune_settings(spec: Spec) -> dict[str, Any]:
     """What the provider's create-job call receives: hyperparameters plus suffix and seed."""
     fine_tune = spec.doc["fine_tune"]
     settings = {k: v for k, v in fine_tune["hyperparameters"].items() if v != "auto"}
-    settings.update({k: fine_tune[k] for k in ("suffix", "seed") if k in fine_tune})
+    settings.update({k: fine_tune[k] for k in ("suffix", "seed", "local") if k in fine_tune})
     return settings
 
 

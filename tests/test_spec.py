@@ -119,9 +119,29 @@ def test_excluded_label_cannot_also_be_a_label(tmp_path):
     assert "'news_tech' is both excluded and in labels" in message
 
 
-def test_fine_tune_enabled_is_refused_until_implemented(tmp_path):
-    message = invalid(write_project(tmp_path, {"fine_tune.enabled": True}))
-    assert "fine_tune.enabled" in message
+def test_local_fine_tune_settings_are_refused_for_a_cloud_provider(tmp_path):
+    overrides = {
+        "provider": {"name": "openai", "model": "gpt-4o-mini"},
+        "evaluation.method": "generate",
+        "fine_tune": {"enabled": True, "local": {"lora_rank": 4}},
+    }
+    message = invalid(write_project(tmp_path, overrides))
+    assert "openai fine-tuning does not take local" in message and "fine_tune.local" in message
+
+
+def test_fine_tuned_mode_needs_fine_tuning_enabled(tmp_path):
+    message = invalid(write_project(tmp_path, {"evaluation.modes": ["zero_shot", "fine_tuned"]}))
+    assert "mode fine_tuned needs fine_tune.enabled: true" in message
+
+
+def test_validation_split_sits_between_train_and_eval(tmp_path):
+    from runner.data import make_splits
+
+    spec = load_spec(write_project(tmp_path, {"splits.validation": {"take": "first", "n": 2}}))
+    splits = make_splits(spec)
+    assert [e.id for e in splits.train] == ["L1", "L2", "L3"]
+    assert [e.id for e in splits.validation] == ["L4", "L5"]
+    assert [e.id for e in splits.eval][:1] == ["L6"]
 
 
 def test_checks_model_needs_a_shipped_encoding(tmp_path):

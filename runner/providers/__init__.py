@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 
 from runner.cache import ResponseCache
 
@@ -36,6 +37,7 @@ FINE_TUNE_SETTINGS: dict[str, set[str]] = {
     "openai": {"n_epochs", "batch_size", "learning_rate_multiplier", "suffix", "seed"},
     "zhipuai": {"n_epochs", "suffix"},
     "openai_compatible": set(),
+    "local": {"n_epochs", "batch_size", "learning_rate_multiplier", "suffix", "seed", "local"},
 }
 
 
@@ -97,6 +99,10 @@ class Provider(ABC):
 
     def create_job(self, training_file: str, settings: dict[str, Any]) -> Job:
         raise NotImplementedError(f"provider {self.name!r} cannot fine-tune")
+
+    def drive(self, job_id: str, console: Console) -> None:
+        """Make the job progress. Remote jobs run at the provider: nothing to do. Local ones train here."""
+        return None
 
     def find_job(self, training_file: str) -> Job | None:
         """The job already created from this uploaded file, if any: how a crashed run reattaches."""

