@@ -24,7 +24,10 @@ def models_command(args: argparse.Namespace, console: Console) -> int:
         registry.delete_model(args.id)
         console.print(f"deleted {args.id}")
         return EXIT_OK
-    table = Table("model", "base", "status", "steps", "train loss", "valid acc", "created", title=str(registry.root))
+    table = Table(title=str(registry.root))
+    table.add_column("model", overflow="fold")
+    for column in ("base", "status", "steps", "train loss", "valid acc", "created"):
+        table.add_column(column)
     for job in registry.list_jobs():
         record = registry.record(job.id)
         last = record["checkpoints"][-1]["metrics"] if record["checkpoints"] else {}

@@ -1,6 +1,6 @@
 """The local model registry: fine-tuning jobs, their events, checkpoints and resulting models.
 
-One folder per job under ~/.cache/specrun/registry/ (SPECRUN_CACHE moves it):
+One folder per job under ~/.cache/specrun/registry/ (SPECRUN_REGISTRY, or SPECRUN_CACHE, moves it):
   job.json        status, base model, settings, progress, checkpoints (with their metrics)
   events.jsonl    loss, step, learning rate, tokens/s, as training goes
   train.jsonl     the training file the job was created from
@@ -31,7 +31,7 @@ def cache_root() -> Path:
 
 class LocalRegistry:
     def __init__(self, root: Path | None = None):
-        self.root = root or cache_root() / "registry"
+        self.root = root or Path(os.environ.get("SPECRUN_REGISTRY", cache_root() / "registry"))
         self.root.mkdir(parents=True, exist_ok=True)
 
     # --- files and records --------------------------------------------------------------------
@@ -89,7 +89,7 @@ class LocalRegistry:
         suffix = settings.get("suffix") or "ft"
         record = {
             "id": f"ftjob-{token}",
-            "model_id": f"{base_model.replace('/', '_')}-{suffix}-{token}",
+            "model_id": f"{Path(base_model).name}-{suffix}-{token}",
             "object": "fine_tuning.job",
             "status": "queued",
             "base_model": base_model,

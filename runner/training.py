@@ -211,9 +211,9 @@ class Trainer:
         local = self.plan.local
         if local["method"] == "full":
             if checkpoint is not None:
-                from safetensors.torch import load_file
+                from safetensors.torch import load_model
 
-                lm.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=False)
+                load_model(lm, str(checkpoint / "model.safetensors"), strict=False)
             lm.float()
             lm.requires_grad_(True)
             return lm, lm
@@ -254,9 +254,9 @@ class Trainer:
         target = self.folder / "checkpoints" / name
         target.mkdir(parents=True, exist_ok=True)
         if self.plan.local["method"] == "full":
-            from safetensors.torch import save_file
+            from safetensors.torch import save_model
 
-            save_file({k: v.contiguous() for k, v in lm.state_dict().items()}, target / "model.safetensors")
+            save_model(lm, str(target / "model.safetensors"))  # handles the tied embedding / LM head
         else:
             self.saver.save_pretrained(target)  # the PeftModel saves the adapter only
         torch.save(optimizer.state_dict(), target / "optimizer.pt")

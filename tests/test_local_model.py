@@ -79,16 +79,23 @@ def test_describe_identifies_the_weights(gemma):
     assert len(described["sha256"]) == 64 and described["dtype"] == "bfloat16"
 
 
-def test_main_job_runs_end_to_end_on_a_few_lines(tmp_path):
+def test_main_job_runs_end_to_end_on_a_few_lines(tmp_path, monkeypatch):
+    """The README's main job, shrunk: 16 training lines, one epoch of two LoRA steps, 8 eval lines."""
+    monkeypatch.setenv("SPECRUN_REGISTRY", str(tmp_path / "registry"))
     out = tmp_path / "runs"
-    code = main(["run", str(TNEWS), "--limit", "8", "--out", str(out), "--set", "evaluation.gates=[]"])
+    overrides = ["evaluation.gates=[]", "splits.train.n=16", "fine_tune.hyperparameters.n_epochs=1"]
+    code = main(["run", str(TNEWS), "--limit", "8", "--out", str(out), *[f"--set={o}" for o in overrides]])
     assert code == 0
     (folder,) = list((out / "tnews").iterdir())
     predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     labels = set(load_spec(TNEWS).labels)
     assert len(predictions) == 8
-    assert all(p["zero_shot"] in labels and p["zero_shot_uncalibrated"] in labels for p in predictions)
-    assert json.loads((folder / "manifest.json").read_text())["models"]["gemma-3-270m"]["device"] == "cpu"
+    assert all(p["zero_shot"] in labels and p["fine_tuned"] in labels for p in predictions)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["models"]["gemma-3-270m"]["device"] == "cpu"
+    tuned = manifest["fine_tune"]["fine_tuned_model"]
+    assert manifest["models"][tuned]["fine_tuned_from"] == "gemma-3-270m"
+    assert (tmp_path / "registry" / tuned / "checkpoints" / "step-000002" / "adapter_model.safetensors").is_file()
 
 
 def test_a_model_folder_is_accepted(tmp_path, tnews):

@@ -125,9 +125,10 @@ class LocalProvider(Provider):
 
             self.lm = PeftModel.from_pretrained(self.lm, checkpoint).merge_and_unload().eval()
         else:
-            from safetensors.torch import load_file
+            from safetensors.torch import load_model
 
-            self.lm.load_state_dict(load_file(checkpoint / "model.safetensors"), strict=False)
+            self.lm.float()
+            load_model(self.lm, str(checkpoint / "model.safetensors"), strict=False)
             self.lm.to(self.dtype)
         self.identity = {
             **self.identity,

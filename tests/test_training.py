@@ -1,0 +1,178 @@
+"""Local fine-tuning mechanics on a tiny randomly initialised gemma built here (fast), and the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from runner.cli import main
+from runner.registry import LocalRegistry
+
+pytestmark = pytest.mark.model  # needs the embedded model's tokenizer (converted once, then cached)
+
+ANSWERS = ["科技", "金融"]
+TRAIN = [
+    [{"role": "user", "content": f"文本：{text}\n类别："}, {"role": "assistant", "content": answer}]
+    for text, answer in [("芯片发布", "科技"), ("股市大涨", "金融"), ("手机新品", "科技"), ("银行降息", "金融")]
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    from runner.providers.local import resolve_model
+
+    folder = tmp_path_factory.mktemp("tiny-gemma")
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("gemma-3-270m")[0]))
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        initializer_range=0.5,  # large tied embeddings: a 32-wide model can then move its logits
+    )
+    torch.manual_seed(0)
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch) -> LocalRegistry:
+    monkeypatch.setenv("SPECRUN_REGISTRY", str(tmp_path / "registry"))
+    return LocalRegistry()
+
+
+def write_chat(path: Path, conversations) -> Path:
+    path.write_text("".join(json.dumps({"messages": m}, ensure_ascii=False) + "\n" for m in conversations), "utf-8")
+    return path
+
+
+def new_job(tiny_model, registry, tmp_path, **settings):
+    from runner.providers.local import LocalProvider
+
+    provider = LocalProvider(str(tiny_model), batch_size=4)
+    file_id = provider.upload(write_chat(tmp_path / "train.jsonl", TRAIN))
+    defaults = {"n_epochs": 10, "batch_size": 2, "learning_rate_multiplier": 100, "seed": 3}
+    job = provider.create_job(file_id, {**defaults, **settings})
+    return provider, job
+
+
+def adapter_weights(registry: LocalRegistry, job_id: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(registry.latest_checkpoint(job_id) / "adapter_model.safetensors")
+
+
+def test_lora_job_learns_and_records_its_lifecycle(tiny_model, registry, tmp_path):
+    from rich.console import Console
+
+    provider, job = new_job(tiny_model, registry, tmp_path)
+    assert job.status == "queued" and job.fine_tuned_model is None
+    provider.drive(job.id, Console(quiet=True))
+    done = provider.job(job.id)
+    assert done.status == "succeeded"
+    checkpoints = provider.checkpoints(job.id)
+    assert [c.step for c in checkpoints] == list(range(2, 21, 2))  # one per epoch of 2 steps
+    assert checkpoints[-1].metrics["train_loss"] < 0.5 * checkpoints[0].metrics["train_loss"]
+    messages = [event.message for event in provider.events(job.id)]
+    assert messages[0].startswith("Created job") and messages[-1].startswith("The job has successfully completed")
+    assert any("Step 10/20" in m for m in messages)
+    assert provider.find_job(done.training_file).id == job.id
+
+
+def test_interrupted_job_resumes_to_the_same_weights(tiny_model, registry, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    import runner.training as training
+
+    provider, straight = new_job(tiny_model, registry, tmp_path)
+    provider.drive(straight.id, Console(quiet=True))
+
+    provider, job = new_job(tiny_model, registry, tmp_path)
+    calls = {"n": 0}
+    real_loss = training.answer_loss
+
+    def dies_on_sixth_step(*args):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    monkeypatch.setattr(training, "answer_loss", dies_on_sixth_step)
+    with pytest.raises(KeyboardInterrupt):
+        provider.drive(job.id, Console(quiet=True))
+    record = registry.record(job.id)
+    assert record["status"] == "interrupted" and record["step"] == 5
+    assert provider.job(job.id).fine_tuned_model == record["model_id"]  # usable at once
+    monkeypatch.setattr(training, "answer_loss", real_loss)
+
+    from runner.providers.local import LocalProvider
+
+    LocalProvider(str(tiny_model)).drive(job.id, Console(quiet=True))  # a fresh process would do this
+    assert registry.record(job.id)["status"] == "succeeded"
+    resumed, uninterrupted = adapter_weights(registry, job.id), adapter_weights(registry, straight.id)
+    assert resumed.keys() == uninterrupted.keys()
+    for name in resumed:
+        assert torch.allclose(resumed[name], uninterrupted[name], atol=1e-4), name
+
+
+def test_validation_metrics_and_loading_the_result(tiny_model, registry, tmp_path):
+    from rich.console import Console
+
+    from runner.providers.local import LocalProvider
+
+    provider = LocalProvider(str(tiny_model))
+    train_id = provider.upload(write_chat(tmp_path / "train.jsonl", TRAIN))
+    valid_id = provider.upload(write_chat(tmp_path / "valid.jsonl", TRAIN[:2]))
+    job = provider.create_job(train_id, {"n_epochs": 2, "batch_size": 4, "validation_file": valid_id})
+    provider.drive(job.id, Console(quiet=True))
+    metrics = provider.checkpoints(job.id)[-1].metrics
+    assert set(metrics) == {"step", "train_loss", "valid_loss", "valid_accuracy"}
+    assert 0.0 <= metrics["valid_accuracy"] <= 1.0
+
+    model_id = provider.job(job.id).fine_tuned_model
+    tuned = LocalProvider(model_id)
+    assert tuned.describe()["fine_tuned_from"] == str(tiny_model)
+    scores = tuned.score([TRAIN[0][:1]], ANSWERS)
+    assert scores.shape == (1, 2) and np.isfinite(scores).all()
+
+
+def test_full_fine_tuning_saves_and_loads_weights(tiny_model, registry, tmp_path):
+    from rich.console import Console
+
+    from runner.providers.local import LocalProvider
+
+    provider, job = new_job(tiny_model, registry, tmp_path, n_epochs=1, local={"method": "full"})
+    provider.drive(job.id, Console(quiet=True))
+    assert (registry.latest_checkpoint(job.id) / "model.safetensors").is_file()
+    before = LocalProvider(str(tiny_model)).score([TRAIN[0][:1]], ANSWERS)
+    after = LocalProvider(provider.job(job.id).fine_tuned_model).score([TRAIN[0][:1]], ANSWERS)
+    assert not np.allclose(before, after)
+
+
+def test_jobs_and_models_commands_for_local(tiny_model, registry, tmp_path, capsys):
+    provider, job = new_job(tiny_model, registry, tmp_path, n_epochs=1)
+    from rich.console import Console
+
+    provider.drive(job.id, Console(quiet=True))
+    model_id = provider.job(job.id).fine_tuned_model
+    capsys.readouterr()
+    assert main(["models"]) == 0
+    assert model_id in capsys.readouterr().err
+    assert main(["jobs", "checkpoints", job.id, "--provider", "local"]) == 0
+    assert "train_loss" in capsys.readouterr().err
+    _, queued = new_job(tiny_model, registry, tmp_path)
+    assert main(["jobs", "cancel", queued.id, "--provider", "local"]) == 0
+    assert registry.record(queued.id)["status"] == "cancelled"
+    assert main(["models", "delete", model_id]) == 0
+    assert not (registry.root / model_id).exists()
+    assert main(["models", "delete", "no-such-model"]) == 2
