@@ -39,7 +39,7 @@ def timed_run(spec, examples, builder, provider, folder: Path) -> float:
     run = RunFolder(folder)
     started = time.perf_counter()
     with Progress(console=Console(stderr=True), transient=True) as progress:
-        outputs = raw_outputs(spec, examples, builder, lambda: provider, run, progress, "zero_shot")
+        outputs = raw_outputs(spec, examples, builder.messages, lambda: provider, run, progress, "zero_shot")
     seconds = time.perf_counter() - started
     assert len(outputs) == len(examples)
     return seconds

@@ -14,8 +14,7 @@ from rich.progress import Progress
 
 from runner.data import Example
 from runner.normalize import normalize_answer
-from runner.prompts import PromptBuilder
-from runner.providers import Provider
+from runner.providers import Conversation, Provider
 from runner.runs import RunFolder
 from runner.spec import Spec
 
@@ -25,7 +24,7 @@ CHUNK = 32  # examples between appends to the run folder
 def raw_outputs(
     spec: Spec,
     examples: list[Example],
-    prompts: PromptBuilder,
+    messages_for: Callable[[Example], Conversation],
     provider: Callable[[], Provider],
     run: RunFolder,
     progress: Progress,
@@ -43,7 +42,7 @@ def raw_outputs(
         size = model.chunk_size or CHUNK
         for start in range(0, len(todo), size):
             chunk = todo[start : start + size]
-            conversations = [prompts.messages(example) for example in chunk]
+            conversations = [messages_for(example) for example in chunk]
             advance = lambda n: progress.advance(task, n)  # noqa: E731
             if method == "score":
                 scores = model.score(conversations, label_names, progress=advance)

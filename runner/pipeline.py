@@ -28,9 +28,10 @@ from rich.progress import (
 from runner.baseline import baseline_predictions
 from runner.cache import ResponseCache
 from runner.checks import inference_estimate, run_checks, summary_lines, usage_summary
-from runner.data import Splits, make_splits
+from runner.data import Example, Splits, make_splits
 from runner.errors import EXIT_GATE_FAILED, EXIT_OK, InvalidInput
 from runner.evaluate import predictions, raw_outputs
+from runner.fewshot import choose_shots, llm_embedder
 from runner.finetune import fine_tune
 from runner.metrics import classification_metrics
 from runner.prompts import PromptBuilder
@@ -111,9 +112,10 @@ def run_spec(
                 )
         if dry_run:
             _print_estimate(spec, splits, prompts, console)
+            manifest["status"] = "succeeded"
             return outcome
         cache = ResponseCache() if use_cache and spec.provider["name"] != "local" else None
-        models = {"zero_shot": spec.provider["model"]}
+        models = {"zero_shot": spec.provider["model"], "few_shot": spec.provider["model"]}
         if fine_tuning:
             provider = open_provider(spec.provider, cache)
             state = fine_tune(
@@ -224,7 +226,10 @@ def _evaluate(
     with progress_bar(console) as progress:
         for mode in spec.evaluation["modes"]:
             started = time.perf_counter()
-            outputs = raw_outputs(spec, splits.eval, prompts, provider_for(mode), run, progress, mode)
+            messages_for = prompts.messages
+            if mode == "few_shot":
+                messages_for = _few_shot_prompts(spec, splits, prompts, run, progress, provider_for("zero_shot"))
+            outputs = raw_outputs(spec, splits.eval, messages_for, provider_for(mode), run, progress, mode)
             mode_rows, mode_records = predictions(spec, splits.eval, outputs, mode)
             records = _merge(records, mode_records)
             rows.update(mode_rows)
@@ -241,6 +246,29 @@ def _evaluate(
     run.write_jsonl("predictions.jsonl", records)
     run.write_json("metrics.json", metrics)
     return metrics
+
+
+def _few_shot_prompts(
+    spec: Spec, splits: Splits, prompts: PromptBuilder, run: RunFolder, progress: Progress, base: Callable[[], Provider]
+) -> Callable[[Example], list[dict[str, str]]]:
+    """Choose each eval item's examples (recorded in few_shot.json) and return its prompt builder."""
+    config = spec.doc["few_shot"]
+    embed = None
+    if config["strategy"] == "similar" and config["embedding"] == "llm":
+        from runner.providers.local import LocalProvider
+
+        model = base() if spec.provider["name"] == "local" else LocalProvider("gemma-3-270m")
+        texts = len(splits.train) + len(splits.eval)
+        task = progress.add_task(f"few_shot: embed {texts} texts", total=texts)
+        embed = llm_embedder(model, lambda n: progress.advance(task, n))
+    shots = choose_shots(config, splits.train, splits.eval, embed)
+    run.write_json("few_shot.json", {item: [e.id for e in chosen] for item, chosen in shots.items()})
+
+    def messages_for(example: Example) -> list[dict[str, str]]:
+        shown = [{"text": e.text, "label": spec.labels[e.label]} for e in shots[example.id]]
+        return prompts.messages(example, shown)
+
+    return messages_for
 
 
 def _merge(records: list[dict[str, Any]], more: list[dict[str, Any]]) -> list[dict[str, Any]]:

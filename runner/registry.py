@@ -37,12 +37,12 @@ class LocalRegistry:
     # --- files and records --------------------------------------------------------------------
 
     def upload(self, path: Path) -> str:
+        """A new id per upload, as the cloud APIs give: a job is found again only by the run that made it."""
         data = path.read_bytes()
-        file_id = f"file-local-{hashlib.sha256(data).hexdigest()[:16]}"
+        file_id = f"file-local-{hashlib.sha256(data).hexdigest()[:8]}-{uuid.uuid4().hex[:8]}"
         target = self.root / "files" / f"{file_id}.jsonl"
         target.parent.mkdir(exist_ok=True)
-        if not target.exists():
-            target.write_bytes(data)
+        target.write_bytes(data)
         return file_id
 
     def file_path(self, file_id: str) -> Path:

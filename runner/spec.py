@@ -221,6 +221,9 @@ def _fill_defaults(spec: Spec) -> None:
     fine_tune.setdefault("enabled", False)
     fine_tune.setdefault("hyperparameters", {})
     fine_tune.setdefault("poll_interval_s", 15)
+    from runner.fewshot import DEFAULTS as FEW_SHOT_DEFAULTS
+
+    doc["few_shot"] = {**FEW_SHOT_DEFAULTS, **doc.get("few_shot", {})}
     evaluation = doc.setdefault("evaluation", {})
     evaluation.setdefault("modes", ["zero_shot"])
     evaluation.setdefault("method", "score" if local else "generate")
@@ -269,6 +272,13 @@ def _check_semantics(spec: Spec) -> None:
             where=spec.where("evaluation", "calibration"),
         )
     _check_fine_tune(spec)
+    if "few_shot" in evaluation["modes"]:
+        source = Path(doc["prompt"]["template"]).read_text(encoding="utf-8")
+        if "examples" not in source:
+            raise InvalidInput(
+                "mode few_shot needs a template that shows `examples` (e.g. {% for example in examples %}…)",
+                where=spec.where("prompt", "template"),
+            )
     checks_model = doc["checks"]["model"]
     if encoding_name(checks_model) is None:
         raise InvalidInput(

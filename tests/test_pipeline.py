@@ -142,6 +142,7 @@ def test_dry_run_and_single_stages_load_no_model(tmp_path, monkeypatch):
     folders = sorted((out / "tiny").iterdir())
     assert len(folders) == 3
     assert all((folder / "train.jsonl").is_file() for folder in folders)
+    assert all(json.loads((f / "manifest.json").read_text())["status"] == "succeeded" for f in folders)
     assert not any((folder / "predictions.jsonl").exists() for folder in folders)
 
 

@@ -1,0 +1,129 @@
+"""Few-shot examples for each eval item: `random` (seeded) or `similar` (nearest by cosine).
+
+The pool is the train split. `similar` embeds the pool once: either char 1-2-gram TF-IDF
+(instant, no model) or the local LLM's mean-pooled upper-layer hidden states with the mean
+vector subtracted (`llm`: slower, cached on disk by model and text). bench/fewshot_retrieval.py
+measures which retrieves better for TNEWS; the default is the winner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from runner.data import Example
+from runner.registry import cache_root
+
+DEFAULTS = {"k": 4, "strategy": "similar", "embedding": "tfidf", "balance": False, "seed": 0}
+
+
+def choose_shots(
+    config: dict[str, Any], pool: list[Example], items: list[Example], embed: Callable[[list[str]], np.ndarray] | None
+) -> dict[str, list[Example]]:
+    """{eval example id: its k examples from the pool}, most similar first for `similar`."""
+    k = min(config["k"], len(pool))
+    if config["strategy"] == "random":
+        return {item.id: _random(pool, k, config, item.id) for item in items}
+    vectors = embed([e.text for e in pool] + [e.text for e in items]) if embed else tfidf_vectors(pool, items)
+    pool_vectors, item_vectors = vectors[: len(pool)], vectors[len(pool) :]
+    similarity = item_vectors @ pool_vectors.T
+    shots = {}
+    for row, item in enumerate(items):
+        order = np.argsort(-similarity[row], kind="stable")
+        shots[item.id] = _take(order, pool, k, config["balance"])
+    return shots
+
+
+def _random(pool: list[Example], k: int, config: dict[str, Any], item_id: str) -> list[Example]:
+    rng = random.Random(f"{config['seed']}:{item_id}")  # the same shots for an item on every run
+    order = list(range(len(pool)))
+    rng.shuffle(order)
+    return _take(order, pool, k, config["balance"])
+
+
+def _take(order, pool: list[Example], k: int, balance: bool) -> list[Example]:
+    """The first k in `order`; balanced: at most ceil(k / labels in pool) per label."""
+    if not balance:
+        return [pool[i] for i in order[:k]]
+    cap = math.ceil(k / len({e.label for e in pool}))
+    chosen, per_label = [], {}
+    for i in order:
+        label = pool[i].label
+        if per_label.get(label, 0) < cap:
+            chosen.append(pool[i])
+            per_label[label] = per_label.get(label, 0) + 1
+            if len(chosen) == k:
+                break
+    return chosen
+
+
+def tfidf_vectors(pool: list[Example], items: list[Example]) -> np.ndarray:
+    """L2-normalised char 1-2-gram TF-IDF, fitted on the pool."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True)
+    vectorizer.fit([e.text for e in pool])
+    return vectorizer.transform([e.text for e in pool] + [e.text for e in items]).toarray()
+
+
+class EmbeddingCache:
+    """float32 vectors in SQLite, keyed by (model, text)."""
+
+    def __init__(self, model: str):
+        self.model = model
+        path = cache_root() / "embeddings.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path)
+        self.db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB)")
+
+    def key(self, text: str) -> str:
+        return hashlib.sha256(f"{self.model}\0{text}".encode()).hexdigest()
+
+    def get_many(self, texts: list[str]) -> dict[str, np.ndarray]:
+        found = {}
+        keys = {self.key(t): t for t in texts}
+        items = list(keys)
+        for start in range(0, len(items), 500):
+            batch = items[start : start + 500]
+            rows = self.db.execute(
+                f"SELECT key, vector FROM vectors WHERE key IN ({','.join('?' * len(batch))})", batch
+            )
+            found.update((keys[key], np.frombuffer(blob, dtype=np.float32)) for key, blob in rows)
+        return found
+
+    def put_many(self, vectors: dict[str, np.ndarray]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO vectors VALUES (?, ?)",
+            [(self.key(text), vector.astype(np.float32).tobytes()) for text, vector in vectors.items()],
+        )
+        self.db.commit()
+
+
+def llm_embedder(provider, progress: Callable[[int], None] | None = None) -> Callable[[list[str]], np.ndarray]:
+    """Cached mean-pooled upper-layer states of a local model, centred and L2-normalised."""
+    cache = EmbeddingCache(f"{provider.identity.get('sha256', provider.model)}:upper-mean-nobos")
+
+    def embed(texts: list[str]) -> np.ndarray:
+        known = cache.get_many(texts)
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if progress and len(known):
+            progress(len(texts) - len(missing))
+        for start in range(0, len(missing), 32):
+            batch = missing[start : start + 32]
+            vectors = provider.embed(batch)
+            fresh = dict(zip(batch, vectors, strict=True))
+            cache.put_many(fresh)
+            known.update(fresh)
+            if progress:
+                progress(len(batch))
+        matrix = np.stack([known[t] for t in texts]).astype(np.float64)
+        matrix -= matrix.mean(axis=0, keepdims=True)  # the shared direction says nothing about topic
+        return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-9)
+
+    return embed
