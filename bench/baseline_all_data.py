@@ -1,11 +1,13 @@
 """The classical baseline when it may train on every labelled TNEWS line outside the eval split.
 
-Run by hand:  .venv/bin/python bench/baseline_all_data.py
+Run by hand:  .venv/bin/python -m bench.baseline_all_data [tnews|tnews_full]
 The spec's own baseline row trains on the spec's train split (the seed's 100 lines); this is
 the stronger rival an LLM has to beat to be worth its cost.
 """
 
 from __future__ import annotations
+
+import sys
 
 from runner import PROJECT_ROOT
 from runner.baseline import baseline_predictions
@@ -15,7 +17,8 @@ from runner.spec import load_spec
 
 
 def main() -> None:
-    spec = load_spec(PROJECT_ROOT / "specs" / "tnews.yaml")
+    name = sys.argv[1] if len(sys.argv) > 1 else "tnews"
+    spec = load_spec(PROJECT_ROOT / "specs" / f"{name}.yaml")
     splits = make_splits(spec)
     held_out = {example.id for example in splits.eval}
     train = [example for example in load_examples(spec)[0] if example.id not in held_out]

@@ -9,12 +9,11 @@ bench/results/fewshot_retrieval.json.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections import Counter
-from pathlib import Path
 
+from bench import save_result
 from runner import PROJECT_ROOT
 from runner.data import load_examples, make_splits
 from runner.fewshot import choose_shots, llm_embedder
@@ -47,9 +46,7 @@ def main() -> None:
                 {"pool": pool_size, "embedding": embedding, "knn5": knn, "top1": top1, "seconds": round(seconds, 1)}
             )
             print(rows[-1], flush=True)
-    out = Path(__file__).parent / "results" / "fewshot_retrieval.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    save_result("fewshot_retrieval", rows)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,14 @@ position), for comparison. Writes bench/results/lora_step.json.
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
 
+from bench import save_result
 from runner import PROJECT_ROOT
 from runner.data import make_splits
 from runner.prompts import PromptBuilder
@@ -65,10 +64,7 @@ def main() -> None:
         "tokens_per_s": round(sum(n for _, n in ours) / sum(seconds), 1),
         "standard_labels_loss_step_seconds": round(statistics.mean(s for s, _ in standard), 3),
     }
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "lora_step.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    save_result("lora_step", result)
 
 
 if __name__ == "__main__":

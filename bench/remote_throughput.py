@@ -25,6 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
+from bench import save_result
 from runner import PROJECT_ROOT
 from runner.cache import ResponseCache
 from runner.data import load_examples, take
@@ -126,10 +127,7 @@ def main() -> None:
         }
     finally:
         server.kill()
-    print(json.dumps(result, indent=2))
-    out = Path(__file__).parent / "results" / "remote_throughput.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    save_result("remote_throughput", result)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,18 @@
 """Local label-scoring throughput (examples/s) on 200 TNEWS lines, and zero-shot accuracy.
 
-Run by hand:  .venv/bin/python bench/score_throughput.py
+Run by hand:  .venv/bin/python -m bench.score_throughput
 Writes bench/results/score_throughput.json and prints a Markdown table for bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
-import json
 import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench import save_result
 from runner import PROJECT_ROOT
 from runner.data import load_examples, take
 from runner.prompts import PromptBuilder
@@ -59,9 +58,7 @@ def main() -> None:
         "load_seconds": round(load_seconds, 1),
         "rows": rows,
     }
-    out = Path(__file__).parent / "results" / "score_throughput.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    save_result("score_throughput", result)
     print("\n| batch size | s / 200 lines | examples/s | accuracy raw | accuracy calibrated |")
     print("|---:|---:|---:|---:|---:|")
     for row in rows:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bench import save_result
 from runner import PROJECT_ROOT
 from runner.pipeline import run_spec
 from runner.spec import load_spec
@@ -49,9 +50,7 @@ def main() -> None:
         manifest = json.loads(outcome.run.file("manifest.json").read_text(encoding="utf-8"))
         results[name]["stage_seconds"] = manifest["stage_seconds"]
         print(json.dumps({name: results[name]}, ensure_ascii=False), flush=True)
-    target = Path(__file__).parent / "results" / "tnews_accuracy.json"
-    target.parent.mkdir(exist_ok=True)
-    target.write_text(json.dumps(results, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    save_result("tnews_accuracy", results)
 
 
 if __name__ == "__main__":

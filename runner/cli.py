@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("run", "all stages the spec enables"),
         ("prep", "write the chat fine-tuning JSONL"),
-        ("eval", "evaluate on the eval split"),
+        ("eval", "evaluate on the eval split (fine-tuning first if the spec enables it)"),
     ):
         command = with_spec(name, help_text)
         command.add_argument("--limit", type=int, help="evaluate at most N examples")
@@ -101,7 +101,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         "run": STAGES,
         "prep": ("prep",),
         "check": ("prep", "check"),
-        "eval": ("eval",),
+        "eval": ("fine_tune", "eval"),  # a fine_tuned mode needs its model: trained or reattached first
     }
     limit = getattr(args, "limit", None)
     if limit is not None and limit < 1:

@@ -17,12 +17,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
 from runner.baseline import baseline_predictions
@@ -34,6 +29,7 @@ from runner.evaluate import predictions, raw_outputs
 from runner.fewshot import choose_shots, llm_embedder
 from runner.finetune import fine_tune
 from runner.metrics import classification_metrics
+from runner.progress import progress_bar
 from runner.prompts import PromptBuilder
 from runner.providers import Provider, open_provider
 from runner.report import render_report, results_table
@@ -53,17 +49,6 @@ class Outcome:
     checks: dict[str, Any] | None = None
 
 
-def progress_bar(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
-
-
 def run_spec(
     spec: Spec,
     *,
@@ -76,8 +61,6 @@ def run_spec(
 ) -> Outcome:
     console = console or Console(stderr=True)
     fine_tuning = spec.doc["fine_tune"]["enabled"] and "fine_tune" in stages
-    if "eval" in stages and "fine_tuned" in spec.evaluation["modes"] and not fine_tuning:
-        raise InvalidInput("mode fine_tuned needs the fine-tune stage: use specrun run", where=spec.where("evaluation"))
     started = time.perf_counter()
     splits = make_splits(spec, limit=limit)
     prompts = PromptBuilder(spec.doc["prompt"]["template"], spec.doc["prompt"]["system"], spec.labels)

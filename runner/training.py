@@ -18,6 +18,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,14 +26,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from runner.checks import default_epochs
 from runner.errors import RuntimeFailure
+from runner.progress import progress_bar
 from runner.registry import LocalRegistry
 
 if TYPE_CHECKING:
     from runner.providers.local import LocalProvider
+
+# peft still asks transformers the deprecated question; the warning says nothing to a user.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -156,7 +160,7 @@ class Trainer:
         losses: list[float] = []
         step = record["step"]
         try:
-            with _progress(self.console) as progress:
+            with progress_bar(self.console) as progress:
                 task = progress.add_task(f"fine-tune {record['id']}", total=plan.total_steps, completed=step)
                 while step < plan.total_steps:
                     lm.train()
@@ -287,14 +291,3 @@ class Trainer:
             "valid_loss": round(total / count, 4),
             "valid_accuracy": round(float(np.mean(scores.argmax(1) == gold)), 4),
         }
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )

@@ -10,7 +10,7 @@ from runner.cli import main
 from runner.data import make_splits
 from runner.prompts import PromptBuilder
 from runner.spec import load_spec
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_tiny_gemma
 
 pytestmark = pytest.mark.model
 
@@ -100,24 +100,9 @@ def test_main_job_runs_end_to_end_on_a_few_lines(tmp_path, monkeypatch):
 
 def test_a_model_folder_is_accepted(tmp_path, tnews):
     """provider.model may name a Hugging Face model folder: here a tiny random gemma with the real tokenizer."""
-    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+    from runner.providers.local import LocalProvider
 
-    from runner.providers.local import LocalProvider, resolve_model
-
-    gemma_folder, _ = resolve_model("gemma-3-270m")
-    tokenizer = AutoTokenizer.from_pretrained(str(gemma_folder))
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-    )
-    torch.manual_seed(0)
-    Gemma3ForCausalLM(config).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+    make_tiny_gemma(tmp_path)
     spec, conversations = tnews
     provider = LocalProvider(str(tmp_path), batch_size=2)
     scores = provider.score(conversations[:3], list(spec.labels.values()))

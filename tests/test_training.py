@@ -11,6 +11,7 @@ import torch
 
 from runner.cli import main
 from runner.registry import LocalRegistry
+from tests.conftest import make_tiny_gemma
 
 pytestmark = pytest.mark.model  # needs the embedded model's tokenizer (converted once, then cached)
 
@@ -23,26 +24,8 @@ TRAIN = [
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
-
-    from runner.providers.local import resolve_model
-
-    folder = tmp_path_factory.mktemp("tiny-gemma")
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("gemma-3-270m")[0]))
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        initializer_range=0.5,  # large tied embeddings: a 32-wide model can then move its logits
-    )
-    torch.manual_seed(0)
-    Gemma3ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    # Large tied embeddings (initializer_range 0.5): a 32-wide model can then move its logits.
+    return make_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"), initializer_range=0.5)
 
 
 @pytest.fixture
