@@ -23,7 +23,7 @@ from rich.progress import (
 from runner.baseline import baseline_predictions
 from runner.cache import ResponseCache
 from runner.checks import inference_estimate, run_checks, summary_lines, usage_summary
-from runner.data import Example, Splits, make_splits
+from runner.data import Example, Splits, load_examples, make_splits
 from runner.errors import EXIT_GATE_FAILED, EXIT_OK, InvalidInput
 from runner.evaluate import predictions, raw_outputs
 from runner.fewshot import choose_shots, llm_embedder
@@ -221,9 +221,13 @@ def _evaluate(
                 manifest.setdefault("usage", {})[mode] = usage_summary(list(outputs.values()), models[mode])
     if spec.evaluation["baseline"]:
         started = time.perf_counter()
+        held_out = {e.id for e in splits.eval}
+        everything = [e for e in load_examples(spec)[0] if e.id not in held_out]
         rows["baseline"] = baseline_predictions(splits.train, splits.eval)
-        for record, label in zip(records, rows["baseline"], strict=True):
-            record["baseline"] = label
+        rows["baseline_all_data"] = baseline_predictions(everything, splits.eval)
+        manifest["data"]["baseline_all_data_train"] = len(everything)
+        for record, base, base_all in zip(records, rows["baseline"], rows["baseline_all_data"], strict=True):
+            record.update(baseline=base, baseline_all_data=base_all)
         manifest["stage_seconds"]["baseline"] = round(time.perf_counter() - started, 1)
     metrics = {row: classification_metrics(gold, predicted, labels) for row, predicted in rows.items()}
     run.write_jsonl("predictions.jsonl", records)

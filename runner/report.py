@@ -15,7 +15,9 @@ def _pct(value: float) -> str:
 
 def row_description(row: str, manifest: dict[str, Any]) -> str:
     if row == "baseline":
-        return f"TF-IDF+LR on {manifest['data']['train']} train"
+        return f"TF-IDF+LR on the {manifest['data']['train']} train lines"
+    if row == "baseline_all_data":
+        return f"TF-IDF+LR on all {manifest['data'].get('baseline_all_data_train', '?')} labelled non-eval lines"
     evaluation = manifest["spec"]["evaluation"]
     model = manifest["spec"]["provider"]["model"]
     if row.startswith("fine_tuned"):
@@ -26,16 +28,22 @@ def row_description(row: str, manifest: dict[str, Any]) -> str:
     return f"{model} · {how}"
 
 
-def verdict(metrics: dict[str, dict[str, Any]], primary: str) -> str | None:
-    """One plain sentence: does the LLM beat the classical baseline?"""
-    if "baseline" not in metrics or primary not in metrics:
+def verdict(metrics: dict[str, dict[str, Any]]) -> str | None:
+    """One plain sentence: does the best LLM row beat the best classical baseline?"""
+    baselines = {row: m["accuracy"] for row, m in metrics.items() if row.startswith("baseline")}
+    llms = {row: m["accuracy"] for row, m in metrics.items() if not row.startswith("baseline")}
+    if not baselines or not llms:
         return None
-    llm, base = metrics[primary]["accuracy"], metrics["baseline"]["accuracy"]
-    if llm > base:
-        return f"The LLM ({_pct(llm)}) beats the TF-IDF baseline ({_pct(base)}) by {100 * (llm - base):.1f} points."
+    llm, base = max(llms, key=llms.get), max(baselines, key=baselines.get)
+    if llms[llm] > baselines[base]:
+        return (
+            f"The best LLM row, {llm} ({_pct(llms[llm])}), beats the best TF-IDF baseline, {base} "
+            f"({_pct(baselines[base])}), by {100 * (llms[llm] - baselines[base]):.1f} points."
+        )
     return (
-        f"**The LLM ({_pct(llm)}) does not beat the TF-IDF baseline ({_pct(base)}) on this eval split.** "
-        "Prefer the baseline, or improve the LLM (calibration, few-shot, fine-tuning) before relying on it."
+        f"**The LLM does not beat the classical baseline on this eval split: its best row, {llm}, "
+        f"gets {_pct(llms[llm])} against {_pct(baselines[base])} for {base}.** Prefer the baseline, or "
+        "improve the LLM (fine-tuning on more lines, calibration) before relying on it."
     )
 
 
@@ -87,7 +95,7 @@ def render_report(
                 f"| {row} | {row_description(row, manifest)} | {_pct(found['accuracy'])} | "
                 f"{_pct(found['macro_f1'])} | {found['invalid']} |"
             )
-        sentence = verdict(metrics, primary)
+        sentence = verdict(metrics)
         lines += ["", sentence or "", ""]
     if gates:
         lines += ["## Gates", ""]

@@ -334,7 +334,7 @@ def result_rows(spec: Spec) -> list[str]:
     if spec.evaluation["calibration"] != "none":
         rows += [f"{mode}_uncalibrated" for mode in spec.evaluation["modes"]]
     if spec.evaluation["baseline"]:
-        rows.append("baseline")
+        rows += ["baseline", "baseline_all_data"]
     return rows
 
 

@@ -65,7 +65,7 @@ def test_run_writes_the_whole_run_folder(tmp_path, fake_model):
     assert manifest["models"] == {"gemma-3-270m": {"model": "keyword-test"}}
     assert manifest["environment"]["packages"]["torch"]
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert set(metrics) == {"zero_shot", "zero_shot_uncalibrated", "baseline"}
+    assert set(metrics) == {"zero_shot", "zero_shot_uncalibrated", "baseline", "baseline_all_data"}
     assert metrics["zero_shot_uncalibrated"]["accuracy"] == 1.0
     predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 6 and set(predictions[0]) >= {"id", "gold", "zero_shot", "baseline", "zero_shot_scores"}
@@ -80,6 +80,7 @@ def test_run_writes_the_whole_run_folder(tmp_path, fake_model):
     assert json.loads((folder / "checks.json").read_text())["n_valid"] == 3
     report = (folder / "report.md").read_text()
     assert "## Results (6 eval examples)" in report and "accuracy >= 0.5" in report
+    assert "The best LLM row, zero_shot (100.0%), beats the best TF-IDF baseline, baseline (66.7%)" in report
 
 
 def test_failed_gate_exits_1_and_says_so(tmp_path, fake_model):
@@ -95,7 +96,7 @@ def test_report_says_plainly_when_llm_loses_to_baseline(tmp_path, fake_model, mo
     )
     assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == 0
     report = (run_folder(tmp_path / "runs") / "report.md").read_text()
-    assert "does not beat the TF-IDF baseline" in report
+    assert "The LLM does not beat the classical baseline" in report
 
 
 def test_generate_method_normalises_answers(tmp_path, fake_model):

@@ -31,7 +31,7 @@ def test_defaults_are_filled(project):
     assert spec.evaluation["method"] == "score"
     assert spec.evaluation["calibration"] == "mean"
     assert spec.data["format"] == "jsonl"
-    assert result_rows(spec) == ["zero_shot", "zero_shot_uncalibrated", "baseline"]
+    assert result_rows(spec) == ["zero_shot", "zero_shot_uncalibrated", "baseline", "baseline_all_data"]
 
 
 def test_relative_paths_resolve_against_the_spec_file(project, monkeypatch, tmp_path):
@@ -81,7 +81,7 @@ def test_set_overrides_any_key(project):
     spec = load_spec(project, ["splits.train.n=2", "provider.batch_size=4", "evaluation.calibration=none"])
     assert spec.doc["splits"]["train"]["n"] == 2
     assert spec.provider["batch_size"] == 4
-    assert result_rows(spec) == ["zero_shot", "baseline"]
+    assert result_rows(spec) == ["zero_shot", "baseline", "baseline_all_data"]
 
 
 def test_set_override_is_validated(project):
