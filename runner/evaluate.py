@@ -1,4 +1,4 @@
-"""Zero-shot evaluation: ask the model about every eval example and turn answers into labels.
+"""Evaluation: ask a model about every eval example (one mode at a time) and turn answers into labels.
 
 Raw model outputs (label scores, or generated text) are appended to the run folder as they
 arrive, so an interrupted run resumes with only the missing examples.
