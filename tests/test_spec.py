@@ -154,3 +154,20 @@ def test_spec_hash_changes_with_data(project, tmp_path):
     with (tmp_path / "data.jsonl").open("a", encoding="utf-8") as handle:
         handle.write('{"sentence": "新闻", "label_desc": "news_tech"}\n')
     assert load_spec(project).hash() != before
+
+
+def test_openai_compatible_needs_a_base_url(tmp_path):
+    overrides = {"provider": {"name": "openai_compatible", "model": "qwen2.5"}, "evaluation.method": "generate"}
+    assert "openai_compatible needs the server's base_url" in invalid(write_project(tmp_path, overrides))
+
+
+def test_label_scoring_needs_a_local_model(tmp_path):
+    overrides = {"provider": {"name": "openai", "model": "gpt-4o-mini"}, "evaluation.method": "score"}
+    message = invalid(write_project(tmp_path, overrides))
+    assert "method: score needs a local model" in message and "evaluation.method" in message
+
+
+def test_chat_providers_default_to_generation(tmp_path):
+    spec = load_spec(write_project(tmp_path, {"provider": {"name": "zhipuai", "model": "glm-4-flash"}}))
+    assert (spec.evaluation["method"], spec.evaluation["calibration"]) == ("generate", "none")
+    assert spec.provider["concurrency"] == 8 and spec.provider["max_retries"] == 6
