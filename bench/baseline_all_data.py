@@ -11,7 +11,7 @@ import sys
 
 from runner import PROJECT_ROOT
 from runner.baseline import baseline_predictions
-from runner.data import load_examples, make_splits
+from runner.data import make_splits
 from runner.metrics import classification_metrics
 from runner.spec import load_spec
 
@@ -20,8 +20,7 @@ def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else "tnews"
     spec = load_spec(PROJECT_ROOT / "specs" / f"{name}.yaml")
     splits = make_splits(spec)
-    held_out = {example.id for example in splits.eval}
-    train = [example for example in load_examples(spec)[0] if example.id not in held_out]
+    train = splits.outside_eval()
     predicted = baseline_predictions(train, splits.eval)
     found = classification_metrics([e.label for e in splits.eval], predicted, list(spec.labels))
     print(

@@ -15,7 +15,7 @@ from collections import Counter
 
 from bench import save_result
 from runner import PROJECT_ROOT
-from runner.data import load_examples, make_splits
+from runner.data import make_splits
 from runner.fewshot import choose_shots, llm_embedder
 from runner.providers.local import LocalProvider
 from runner.spec import load_spec
@@ -29,9 +29,8 @@ def vote(labels: list[str]) -> str:
 def main() -> None:
     spec = load_spec(PROJECT_ROOT / "specs" / "tnews.yaml")
     splits = make_splits(spec)
-    held = {e.id for e in splits.eval}
     items = splits.eval[:200]
-    others = [e for e in load_examples(spec)[0] if e.id not in held]
+    others = splits.outside_eval()
     provider = LocalProvider("gemma-3-270m", batch_size=16)
     rows = []
     for pool_size in (100, 2000):

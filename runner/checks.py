@@ -222,10 +222,15 @@ def summary_lines(checks: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _base_model(model: str) -> str:
+    """The model a fine-tuned id ('ft:BASE:org:suffix:id') was made from; any other id unchanged."""
+    return model.split(":")[1] if model.startswith("ft:") else model
+
+
 def _price_for(model: str) -> tuple[float, float] | None:
-    """(input, output) USD per 1M tokens; fine-tuned models ('ft:BASE:...') at their tuned prices."""
+    """(input, output) USD per 1M tokens; fine-tuned models at their tuned prices."""
     tuned = model.startswith("ft:")
-    prices = model_prices(model.split(":")[1] if tuned else model)
+    prices = model_prices(_base_model(model))
     if not prices:
         return None
     prefix = "tuned_" if tuned else ""
@@ -234,7 +239,7 @@ def _price_for(model: str) -> tuple[float, float] | None:
 
 def inference_estimate(conversations: list[list[dict]], model: str, max_tokens: int) -> dict[str, Any]:
     """Upper bound on what evaluating these prompts costs: exact prompt tokens, max_tokens per answer."""
-    base = model.split(":")[1] if model.startswith("ft:") else model
+    base = _base_model(model)
     prompt_tokens = sum(count_tokens(conversations, base)[0]) if encoding_name(base) else None
     completion_tokens = max_tokens * len(conversations)
     price = _price_for(model)

@@ -33,6 +33,12 @@ class Splits:
     n_rows: int  # rows read, before exclusions
     n_excluded: int
     validation: list[Example]
+    labelled: list[Example]  # every usable example, before splitting
+
+    def outside_eval(self) -> list[Example]:
+        """Every labelled example not in the eval split: the most a baseline may train on."""
+        held_out = {example.id for example in self.eval}
+        return [example for example in self.labelled if example.id not in held_out]
 
 
 def read_rows(path: Path, fmt: str) -> list[tuple[int, Any]]:
@@ -112,7 +118,12 @@ def make_splits(spec: Spec, limit: int | None = None) -> Splits:
             where=spec.where("splits"),
         )
     return Splits(
-        train=train, eval=evaluation, n_rows=len(examples) + n_excluded, n_excluded=n_excluded, validation=validation
+        train=train,
+        eval=evaluation,
+        n_rows=len(examples) + n_excluded,
+        n_excluded=n_excluded,
+        validation=validation,
+        labelled=examples,
     )
 
 

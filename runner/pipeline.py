@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    Progress,
-)
+from rich.progress import Progress
 
 from runner.baseline import baseline_predictions
 from runner.cache import ResponseCache
 from runner.checks import inference_estimate, run_checks, summary_lines, usage_summary
-from runner.data import Example, Splits, load_examples, make_splits
+from runner.data import Example, Splits, make_splits
 from runner.errors import EXIT_GATE_FAILED, EXIT_OK, InvalidInput
 from runner.evaluate import predictions, raw_outputs
 from runner.fewshot import choose_shots, llm_embedder
@@ -221,8 +219,7 @@ def _evaluate(
                 manifest.setdefault("usage", {})[mode] = usage_summary(list(outputs.values()), models[mode])
     if spec.evaluation["baseline"]:
         started = time.perf_counter()
-        held_out = {e.id for e in splits.eval}
-        everything = [e for e in load_examples(spec)[0] if e.id not in held_out]
+        everything = splits.outside_eval()
         rows["baseline"] = baseline_predictions(splits.train, splits.eval)
         rows["baseline_all_data"] = baseline_predictions(everything, splits.eval)
         manifest["data"]["baseline_all_data_train"] = len(everything)

@@ -48,17 +48,18 @@ class LocalRegistry:
     def file_path(self, file_id: str) -> Path:
         return self.root / "files" / f"{file_id}.jsonl"
 
-    def knows(self, job_or_model_id: str) -> bool:
-        return any(job_or_model_id in (r["id"], r["model_id"]) for r in self._records())
-
-    def folder(self, job_or_model_id: str) -> Path:
-        for record in self._records():
-            if job_or_model_id in (record["id"], record["model_id"]):
-                return self.root / record["model_id"]
-        raise InvalidInput(f"no local fine-tuning job or model {job_or_model_id!r} (see specrun models list)")
+    def find(self, job_or_model_id: str) -> dict[str, Any] | None:
+        """The job's record, by job id or model id; None when there is no such job."""
+        return next((r for r in self._records() if job_or_model_id in (r["id"], r["model_id"])), None)
 
     def record(self, job_or_model_id: str) -> dict[str, Any]:
-        return json.loads((self.folder(job_or_model_id) / "job.json").read_text(encoding="utf-8"))
+        record = self.find(job_or_model_id)
+        if record is None:
+            raise InvalidInput(f"no local fine-tuning job or model {job_or_model_id!r} (see specrun models list)")
+        return record
+
+    def folder(self, job_or_model_id: str) -> Path:
+        return self.root / self.record(job_or_model_id)["model_id"]
 
     def save(self, record: dict[str, Any]) -> None:
         folder = self.root / record["model_id"]
@@ -126,9 +127,10 @@ class LocalRegistry:
         return [JobEvent(**json.loads(line)) for line in lines if line.strip()]
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        record = self.record(job_id)
         return [
-            Checkpoint(id=c["id"], step=c["step"], metrics=c["metrics"], model=self.record(job_id)["model_id"])
-            for c in self.record(job_id)["checkpoints"]
+            Checkpoint(id=c["id"], step=c["step"], metrics=c["metrics"], model=record["model_id"])
+            for c in record["checkpoints"]
         ]
 
     def cancel(self, job_id: str) -> Job:

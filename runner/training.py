@@ -30,6 +30,7 @@ from rich.console import Console
 from runner.checks import default_epochs
 from runner.errors import RuntimeFailure
 from runner.progress import progress_bar
+from runner.providers.local import output_logits
 from runner.registry import LocalRegistry
 
 if TYPE_CHECKING:
@@ -116,10 +117,7 @@ def answer_loss(lm, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor
     hidden = lm.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
     shifted = targets[:, 1:]
     scored = shifted != -100
-    logits = lm.get_output_embeddings()(hidden[:, :-1][scored]).float()
-    softcap = getattr(lm.config, "final_logit_softcapping", None)
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
+    logits = output_logits(lm, hidden[:, :-1][scored])
     return torch.nn.functional.cross_entropy(logits, shifted[scored]), int(scored.sum())
 
 
@@ -143,10 +141,10 @@ class Trainer:
         if record["status"] in ("succeeded", "failed", "cancelled"):
             return
         torch.manual_seed(plan.seed)
-        lm, self.saver = self._prepare(self.registry.latest_checkpoint(record["id"]))
+        checkpoint = self.registry.latest_checkpoint(record["id"])
+        lm, self.saver = self._prepare(checkpoint)
         parameters = [p for p in lm.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=plan.learning_rate, weight_decay=0.0)
-        checkpoint = self.registry.latest_checkpoint(record["id"])
         if checkpoint is not None and (checkpoint / "optimizer.pt").is_file():
             optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
         record.update(status="running", total_steps=plan.total_steps, plan=plan.__dict__)

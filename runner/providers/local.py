@@ -87,6 +87,13 @@ def _converted(gguf: Path, sha: str) -> Path:
     return target
 
 
+def output_logits(lm, hidden: torch.Tensor) -> torch.Tensor:
+    """fp32 logits for the given hidden states only, with the model's final softcapping if it has one."""
+    logits = lm.get_output_embeddings()(hidden).float()
+    softcap = getattr(lm.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / softcap) * softcap if softcap else logits
+
+
 class LocalProvider(Provider):
     """The embedded model, a model folder, a .gguf file, or a model fine-tuned here (registry id)."""
 
@@ -98,7 +105,7 @@ class LocalProvider(Provider):
         self.model = model
         self.batch_size = batch_size
         self.registry = LocalRegistry()
-        tuned = self.registry.record(model) if self.registry.knows(model) else None
+        tuned = self.registry.find(model)
         folder, self.identity = resolve_model(tuned["base_model"] if tuned else model)
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.dtype = torch.bfloat16
@@ -205,23 +212,22 @@ class LocalProvider(Provider):
             raise InvalidInput("a label name encodes to no tokens", where="labels")
         first = torch.tensor([ids[0] for ids in answer_ids])
         longer = [k for k, ids in enumerate(answer_ids) if len(ids) > 1]
-        head = self.lm.get_output_embeddings()
         scores = np.zeros((len(conversations), len(answers)), dtype=np.float32)
         for start in range(0, len(conversations), self.batch_size):
             chunk = conversations[start : start + self.batch_size]
             inputs = {k: v.to(self.device) for k, v in self._encode_batch(chunk).items()}
             out = self.lm.get_decoder()(**inputs, use_cache=bool(longer))
             last_hidden = out.last_hidden_state[:, -1]
-            logprobs = self._log_softmax(head(last_hidden))
+            logprobs = torch.log_softmax(output_logits(self.lm, last_hidden), dim=-1)
             batch_scores = logprobs[:, first.to(self.device)]
             if longer:
-                batch_scores[:, longer] += self._continuations(out.cache, inputs, answer_ids, longer, head)
+                batch_scores[:, longer] += self._continuations(out.cache, inputs, answer_ids, longer)
             scores[start : start + len(chunk)] = batch_scores.float().cpu().numpy()
             if progress:
                 progress(len(chunk))
         return scores
 
-    def _continuations(self, cache, inputs, answer_ids, longer, head) -> torch.Tensor:
+    def _continuations(self, cache, inputs, answer_ids, longer) -> torch.Tensor:
         """Log-probability of tokens 2..n of each multi-token answer, batched over (example, answer)."""
         n_examples, n_longer = inputs["input_ids"].shape[0], len(longer)
         width = max(len(answer_ids[k]) for k in longer) - 1
@@ -242,17 +248,10 @@ class LocalProvider(Provider):
         hidden = self.lm.get_decoder()(
             input_ids=feed, attention_mask=mask, position_ids=positions, cache=cache
         ).last_hidden_state
-        logprobs = self._log_softmax(head(hidden[valid]))
+        logprobs = torch.log_softmax(output_logits(self.lm, hidden[valid]), dim=-1)
         picked = torch.zeros(valid.shape, dtype=logprobs.dtype, device=self.device)
         picked[valid] = logprobs.gather(-1, target[valid][:, None]).squeeze(-1)
         return picked.sum(-1).view(n_examples, n_longer)
-
-    def _log_softmax(self, logits: torch.Tensor) -> torch.Tensor:
-        softcap = getattr(self.lm.config, "final_logit_softcapping", None)
-        logits = logits.float()
-        if softcap:
-            logits = torch.tanh(logits / softcap) * softcap
-        return torch.log_softmax(logits, dim=-1)
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str]) -> np.ndarray:
