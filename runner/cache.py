@@ -19,8 +19,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-_STOP = object()
-
 
 def default_path() -> Path:
     return Path(os.environ.get("SPECRUN_CACHE", Path.home() / ".cache" / "specrun")) / "responses.sqlite"
@@ -83,16 +81,10 @@ class ResponseCache:
                     rows.append(self._pending.get_nowait())
                 except queue.Empty:
                     break
-            stop = _STOP in rows
-            rows = [row for row in rows if row is not _STOP]
-            if rows:
-                db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, julianday('now'))", rows)
-                db.commit()
-            for _ in range(len(rows) + stop):
+            db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, julianday('now'))", rows)
+            db.commit()
+            for _ in rows:
                 self._pending.task_done()
-            if stop:
-                db.close()
-                return
 
     def flush(self) -> None:
         """Return once every answer handed to put() is committed."""
@@ -112,10 +104,3 @@ class ResponseCache:
             self._db.commit()
             self._db.execute("VACUUM")
         return deleted
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._pending.put(_STOP)
-            self._writer.join()
-            self._writer = None
-        self._db.close()

@@ -6,7 +6,6 @@ user fixes the spec without reading a traceback, and nothing is loaded or spent 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
@@ -336,7 +335,3 @@ def result_rows(spec: Spec) -> list[str]:
     if spec.evaluation["baseline"]:
         rows += ["baseline", "baseline_all_data"]
     return rows
-
-
-def resolved_copy(spec: Spec) -> dict[str, Any]:
-    return copy.deepcopy(spec.doc)
