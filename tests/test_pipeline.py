@@ -11,8 +11,7 @@ import pytest
 from runner.cli import main
 from runner.providers import Completion, Provider
 from tests.conftest import ROOT, write_project
-
-KEYWORDS = {"科技": "芯片手机汽车智能", "金融": "行股率财", "体育": "球赛马拉松"}
+from tests.fake_api import TOPICS as KEYWORDS
 
 
 class KeywordProvider(Provider):
