@@ -159,3 +159,32 @@ def test_jobs_and_models_commands_for_local(tiny_model, registry, tmp_path, caps
     assert main(["models", "delete", model_id]) == 0
     assert not (registry.root / model_id).exists()
     assert main(["models", "delete", "no-such-model"]) == 2
+
+
+def test_a_job_without_checkpoints_is_not_a_usable_model(tiny_model, registry, tmp_path):
+    from runner.errors import InvalidInput
+    from runner.providers.local import LocalProvider
+
+    _, job = new_job(tiny_model, registry, tmp_path)
+    model_id = registry.record(job.id)["model_id"]
+    with pytest.raises(InvalidInput, match=rf"provider\.model: fine-tuned model '{model_id}' has no checkpoint yet"):
+        LocalProvider(model_id)
+
+
+def test_a_training_failure_marks_the_job_failed(tiny_model, registry, tmp_path, monkeypatch):
+    from rich.console import Console
+
+    import runner.training as training
+    from runner.errors import EXIT_RUNTIME, RuntimeFailure
+
+    provider, job = new_job(tiny_model, registry, tmp_path)
+
+    def broken(*args):
+        raise ValueError("shapes do not match")
+
+    monkeypatch.setattr(training, "answer_loss", broken)
+    with pytest.raises(RuntimeFailure, match="failed: ValueError: shapes do not match") as caught:
+        provider.drive(job.id, Console(quiet=True))
+    assert caught.value.exit_code == EXIT_RUNTIME
+    done = provider.job(job.id)
+    assert done.status == "failed" and done.error == "ValueError: shapes do not match"
