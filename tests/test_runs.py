@@ -119,7 +119,7 @@ def test_out_that_is_a_file_or_unwritable_is_a_runtime_failure(tmp_path):
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "ro"
         locked.mkdir(mode=0o500)
-        with pytest.raises(RuntimeFailure, match="not writable|cannot create"):
+        with pytest.raises(RuntimeFailure, match=r"not writable|cannot create"):
             RunFolder.open(locked, "tiny", IDENTITY)
 
 
