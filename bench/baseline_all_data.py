@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 
 from runner import PROJECT_ROOT
-from runner.baseline import baseline_predictions
 from runner.data import make_splits
-from runner.metrics import classification_metrics
 from runner.spec import load_spec
+from runner.tasks.classification.baseline import baseline_predictions
+from runner.tasks.classification.metrics import classification_metrics
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     splits = make_splits(spec)
     train = splits.outside_eval()
     predicted = baseline_predictions(train, splits.eval)
-    found = classification_metrics([e.label for e in splits.eval], predicted, list(spec.labels))
+    found = classification_metrics([e.gold for e in splits.eval], predicted, list(spec.doc["labels"]))
     print(
         f"TF-IDF + LR on {len(train)} lines, {len(splits.eval)} eval lines: "
         f"accuracy {100 * found['accuracy']:.1f}%, macro-F1 {100 * found['macro_f1']:.1f}%"

@@ -39,8 +39,8 @@ def main() -> None:
             started = time.perf_counter()
             shots = choose_shots({"k": 5, "strategy": "similar", "balance": False, "seed": 0}, pool, items, embed)
             seconds = time.perf_counter() - started
-            knn = sum(vote([s.label for s in shots[i.id]]) == i.label for i in items) / len(items)
-            top1 = sum(shots[i.id][0].label == i.label for i in items) / len(items)
+            knn = sum(vote([s.gold for s in shots[i.id]]) == i.gold for i in items) / len(items)
+            top1 = sum(shots[i.id][0].gold == i.gold for i in items) / len(items)
             rows.append(
                 {"pool": pool_size, "embedding": embedding, "knn5": knn, "top1": top1, "seconds": round(seconds, 1)}
             )

@@ -21,12 +21,13 @@ from runner.data import make_splits
 from runner.prompts import PromptBuilder
 from runner.providers.local import LocalProvider
 from runner.spec import load_spec
+from runner.tasks import make_task
 from runner.training import LORA_TARGETS, answer_loss, collate, encode
 
 
 def main() -> None:
     spec = load_spec(PROJECT_ROOT / "specs" / "tnews.yaml")
-    builder = PromptBuilder(spec.doc["prompt"]["template"], None, spec.labels)
+    builder = PromptBuilder(spec.doc["prompt"]["template"], None, make_task(spec.doc))
     conversations = [builder.training_messages(e) for e in make_splits(spec).train]
     provider = LocalProvider("gemma-3-270m")
     examples = encode(provider, conversations, 256)

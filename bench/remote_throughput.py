@@ -28,12 +28,13 @@ from rich.progress import Progress
 from bench import save_result
 from runner import PROJECT_ROOT
 from runner.cache import ResponseCache
-from runner.data import load_examples, take
+from runner.data import spec_examples, take
 from runner.evaluate import raw_outputs
 from runner.prompts import PromptBuilder
 from runner.providers.remote import ChatAPIProvider
 from runner.runs import RunFolder
 from runner.spec import load_spec
+from runner.tasks import make_task
 
 
 def timed_run(spec, examples, builder, provider, folder: Path) -> float:
@@ -95,8 +96,8 @@ def main() -> None:
             PROJECT_ROOT / "specs" / "tnews_openai.yaml",
             ["evaluation.modes=[zero_shot]", "fine_tune.enabled=false", "evaluation.gates=[]"],
         )
-        examples = take(load_examples(spec)[0], {"take": "first", "n": args.requests})
-        builder = PromptBuilder(spec.doc["prompt"]["template"], None, spec.labels)
+        examples = take(spec_examples(spec)[0], {"take": "first", "n": args.requests})
+        builder = PromptBuilder(spec.doc["prompt"]["template"], None, make_task(spec.doc))
         with tempfile.TemporaryDirectory() as tmp:
             config = {
                 **spec.provider,

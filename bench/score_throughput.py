@@ -14,22 +14,23 @@ import torch
 
 from bench import save_result
 from runner import PROJECT_ROOT
-from runner.data import load_examples, take
+from runner.data import spec_examples, take
 from runner.prompts import PromptBuilder
 from runner.providers.local import LocalProvider
 from runner.spec import load_spec
+from runner.tasks import make_task
 
 BATCH_SIZES = (1, 4, 8, 16)
 
 
 def main() -> None:
     spec = load_spec(PROJECT_ROOT / "specs" / "tnews.yaml")
-    examples, _ = load_examples(spec)
+    examples, _ = spec_examples(spec)
     lines = take(examples, {"take": "random", "n": 200, "seed": 7})
-    builder = PromptBuilder(spec.doc["prompt"]["template"], None, spec.labels)
+    builder = PromptBuilder(spec.doc["prompt"]["template"], None, make_task(spec.doc))
     conversations = [builder.messages(example) for example in lines]
-    answers = list(spec.labels.values())
-    gold = np.array([list(spec.labels).index(example.label) for example in lines])
+    answers = list(spec.doc["labels"].values())
+    gold = np.array([list(spec.doc["labels"]).index(example.gold) for example in lines])
 
     started = time.perf_counter()
     provider = LocalProvider("gemma-3-270m")

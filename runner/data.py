@@ -10,20 +10,16 @@ import csv
 import json
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import InvalidInput
-from runner.spec import Spec
+from runner.tasks import Example, Task, make_task
 
-
-@dataclass(frozen=True)
-class Example:
-    id: str  # stable across runs: the row's line in the file
-    text: str
-    label: str  # the dataset's label (a key of spec.labels)
-    record: dict[str, Any]
+if TYPE_CHECKING:
+    from runner.spec import Spec
 
 
 @dataclass
@@ -33,7 +29,7 @@ class Splits:
     n_rows: int  # rows read, before exclusions
     n_excluded: int
     validation: list[Example]
-    labelled: list[Example]  # every usable example, before splitting
+    labelled: list[Example]  # every usable example of every file read, before splitting
 
     def outside_eval(self) -> list[Example]:
         """Every labelled example not in the eval split: the most a baseline may train on."""
@@ -71,82 +67,106 @@ def read_rows(path: Path, fmt: str) -> list[tuple[int, Any]]:
     return rows
 
 
-def load_examples(spec: Spec) -> tuple[list[Example], int]:
-    """All usable examples in file order, and how many rows the exclusions dropped."""
-    data = spec.data
-    path = Path(data["path"])
-    excluded = set(data["exclude_labels"])
+def load_examples(task: Task, path: str | Path, fmt: str, id_prefix: str = "") -> tuple[list[Example], int]:
+    """All usable examples of one file in file order, and how many rows the spec excludes."""
+    path = Path(path)
+    container = fmt if fmt in ("json", "csv") else "jsonl"
     examples, n_excluded = [], 0
-    for line, row in read_rows(path, data["format"]):
-        where = f"{path}:{line}"
-        if not isinstance(row, dict):
-            raise InvalidInput(f"expected an object with fields, got {type(row).__name__}", where=where)
-        for field in (*data["text_fields"], data["label_field"]):
-            if field not in row:
-                raise InvalidInput(f"missing field {field!r} (fields here: {', '.join(row)})", where=where)
-        label = str(row[data["label_field"]])
-        if label in excluded:
+    for line, row in read_rows(path, container):
+        example = task.read_example(row, fmt, f"{path}:{line}", f"{id_prefix}L{line}")
+        if example is None:
             n_excluded += 1
-            continue
-        if label not in spec.labels:
-            raise InvalidInput(
-                f"label {label!r} is not in the spec's labels; add it there or to data.exclude_labels",
-                where=where,
-            )
-        text = "\n".join(str(row[field]) for field in data["text_fields"])
-        examples.append(Example(id=f"L{line}", text=text, label=label, record=row))
+        else:
+            examples.append(example)
     if not examples:
         raise InvalidInput("no examples left after exclusions", where=str(path))
     return examples, n_excluded
 
 
-def make_splits(spec: Spec, limit: int | None = None) -> Splits:
-    examples, n_excluded = load_examples(spec)
-    splits = spec.doc["splits"]
-    train = take(examples, splits["train"])
-    used = {example.id for example in train}
-    validation = []
-    if "validation" in splits:
-        validation = take([e for e in examples if e.id not in used], splits["validation"])
-        used |= {example.id for example in validation}
-    evaluation = take([e for e in examples if e.id not in used], splits["eval"])
-    if limit is not None:
-        evaluation = evaluation[:limit]
-    if not train or not evaluation:
+def spec_examples(spec: Spec) -> tuple[list[Example], int]:
+    """The examples of the spec's data.path (benchmarks and tests read one file without splitting)."""
+    return load_examples(make_task(spec.doc), spec.data["path"], spec.data["format"])
+
+
+def make_splits(spec: Spec, task: Task | None = None, limit: int | None = None) -> Splits:
+    """train, then validation, then eval, each from its own file or from what data.path has left."""
+    task = task or make_task(spec.doc)
+    pools: dict[str, list[Example]] = {}  # file -> examples not yet taken
+    n_rows = n_excluded = 0
+    labelled: list[Example] = []
+
+    def pool(section: dict[str, Any]) -> list[Example]:
+        nonlocal n_rows, n_excluded
+        path = section.get("path", spec.data.get("path"))
+        if path not in pools:
+            main = path == spec.data.get("path")
+            fmt = section.get("format") or (spec.data.get("format") if main else None) or _format_of(path)
+            examples, excluded = load_examples(task, path, fmt, "" if main else f"{Path(path).name}:")
+            pools[path] = examples
+            labelled.extend(examples)
+            n_rows, n_excluded = n_rows + len(examples) + excluded, n_excluded + excluded
+        return pools[path]
+
+    chosen: dict[str, list[Example]] = {}
+    for name in ("train", "validation", "eval"):
+        if name not in spec.doc["splits"]:
+            continue
+        section = spec.doc["splits"][name]
+        available = pool(section)
+        picked = take(available, section, spec.where("splits", name, "n"), task.stratum)
+        taken = {example.id for example in picked}
+        pools[section.get("path", spec.data.get("path"))] = [e for e in available if e.id not in taken]
+        chosen[name] = picked
+    evaluation = chosen["eval"][:limit] if limit is not None else chosen["eval"]
+    if not chosen["train"] or not evaluation:
         raise InvalidInput(
-            f"splits leave {len(train)} train and {len(evaluation)} eval examples; both need at least one",
+            f"splits leave {len(chosen['train'])} train and {len(evaluation)} eval examples; both need at least one",
             where=spec.where("splits"),
         )
     return Splits(
-        train=train,
+        train=chosen["train"],
         eval=evaluation,
-        n_rows=len(examples) + n_excluded,
+        n_rows=n_rows,
         n_excluded=n_excluded,
-        validation=validation,
-        labelled=examples,
+        validation=chosen.get("validation", []),
+        labelled=labelled,
     )
 
 
-def take(examples: list[Example], split: dict[str, Any]) -> list[Example]:
-    n = min(split.get("n", len(examples)), len(examples))
+def _format_of(path: str) -> str:
+    return {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(Path(path).suffix.lower(), "jsonl")
+
+
+def take(
+    examples: list[Example],
+    split: dict[str, Any],
+    where: str = "splits",
+    stratum: Callable[[Example], str] = lambda example: "",
+) -> list[Example]:
+    """The split's rows; asking for more than there are is an error, not a silent shrink."""
     how = split["take"]
+    if how == "rest":
+        return list(examples)
+    n = split.get("n", len(examples))
+    if n > len(examples):
+        raise InvalidInput(f"n is {n} but only {len(examples)} rows are left for this split", where=where)
     if how == "first":
         return examples[:n]
     if how == "last":
         return examples[len(examples) - n :]
-    if how == "rest":
-        return list(examples)
     rng = random.Random(split["seed"])
     if how == "random":
         return rng.sample(examples, n)
-    return _stratified(examples, n, rng)
+    return _stratified(examples, n, rng, stratum)
 
 
-def _stratified(examples: list[Example], n: int, rng: random.Random) -> list[Example]:
-    """n examples with each label's share as in the pool (largest remainders get the rounding)."""
+def _stratified(
+    examples: list[Example], n: int, rng: random.Random, stratum: Callable[[Example], str]
+) -> list[Example]:
+    """n examples with each stratum's share as in the pool (largest remainders get the rounding)."""
     by_label: dict[str, list[Example]] = defaultdict(list)
     for example in examples:
-        by_label[example.label].append(example)
+        by_label[stratum(example)].append(example)
     quotas = {label: n * len(group) / len(examples) for label, group in by_label.items()}
     counts = {label: int(quota) for label, quota in quotas.items()}
     by_remainder = sorted(quotas, key=lambda label: (quotas[label] - counts[label], label), reverse=True)

@@ -13,48 +13,54 @@ import math
 import random
 import sqlite3
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from runner.data import Example
-from runner.registry import cache_root
-
-DEFAULTS = {"k": 4, "strategy": "similar", "embedding": "tfidf", "balance": False, "seed": 0}
+from runner import cache_root
+from runner.tasks import Example
 
 
 def choose_shots(
-    config: dict[str, Any], pool: list[Example], items: list[Example], embed: Callable[[list[str]], np.ndarray] | None
+    config: dict[str, Any],
+    pool: list[Example],
+    items: list[Example],
+    embed: Callable[[list[str]], np.ndarray] | None,
+    stratum: Callable[[Example], str] = lambda example: "",
 ) -> dict[str, list[Example]]:
-    """{eval example id: its k examples from the pool}, most similar first for `similar`."""
+    """{eval example id: its k examples from the pool}, most similar first for `similar`.
+
+    `balance` caps examples per stratum (the label, for classification)."""
     k = min(config["k"], len(pool))
+    take = partial(_take, pool=pool, k=k, balance=config["balance"], stratum=stratum)
     if config["strategy"] == "random":
-        return {item.id: _random(pool, k, config, item.id) for item in items}
+        return {item.id: take(_random_order(len(pool), config, item.id)) for item in items}
     vectors = embed([e.text for e in pool] + [e.text for e in items]) if embed else tfidf_vectors(pool, items)
     pool_vectors, item_vectors = vectors[: len(pool)], vectors[len(pool) :]
     similarity = item_vectors @ pool_vectors.T
     shots = {}
     for row, item in enumerate(items):
         order = np.argsort(-similarity[row], kind="stable")
-        shots[item.id] = _take(order, pool, k, config["balance"])
+        shots[item.id] = take(order)
     return shots
 
 
-def _random(pool: list[Example], k: int, config: dict[str, Any], item_id: str) -> list[Example]:
+def _random_order(n: int, config: dict[str, Any], item_id: str) -> list[int]:
     rng = random.Random(f"{config['seed']}:{item_id}")  # the same shots for an item on every run
-    order = list(range(len(pool)))
+    order = list(range(n))
     rng.shuffle(order)
-    return _take(order, pool, k, config["balance"])
+    return order
 
 
-def _take(order, pool: list[Example], k: int, balance: bool) -> list[Example]:
-    """The first k in `order`; balanced: at most ceil(k / labels in pool) per label."""
+def _take(order, pool: list[Example], k: int, balance: bool, stratum: Callable[[Example], str]) -> list[Example]:
+    """The first k in `order`; balanced: at most ceil(k / strata in pool) per stratum."""
     if not balance:
         return [pool[i] for i in order[:k]]
-    cap = math.ceil(k / len({e.label for e in pool}))
+    cap = math.ceil(k / len({stratum(e) for e in pool}))
     chosen, per_label = [], {}
     for i in order:
-        label = pool[i].label
+        label = stratum(pool[i])
         if per_label.get(label, 0) < cap:
             chosen.append(pool[i])
             per_label[label] = per_label.get(label, 0) + 1

@@ -18,24 +18,49 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from runner.baseline import baseline_predictions
 from runner.cache import ResponseCache
 from runner.checks import inference_estimate, run_checks, summary_lines, usage_summary
-from runner.data import Example, Splits, make_splits
+from runner.data import Splits, make_splits
 from runner.errors import EXIT_GATE_FAILED, EXIT_OK, InvalidInput
-from runner.evaluate import predictions, raw_outputs
+from runner.evaluate import raw_outputs
 from runner.fewshot import choose_shots, llm_embedder
 from runner.finetune import fine_tune
-from runner.metrics import classification_metrics
 from runner.progress import progress_bar
 from runner.prompts import PromptBuilder
-from runner.providers import Provider, open_provider
+from runner.providers import Provider
+from runner.providers.select import open_provider, preflight
 from runner.report import render_report, results_table
 from runner.runs import RunFolder, environment
 from runner.spec import Spec, fine_tune_settings
+from runner.tasks import Example, Task, make_task
 
 STAGES = ("prep", "check", "fine_tune", "eval")
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+
+
+@dataclass
+class Prepared:
+    """Everything read and rendered from a spec before any model is loaded or money spent."""
+
+    task: Task
+    splits: Splits
+    prompts: PromptBuilder
+    training: list[dict[str, Any]]
+    validation: list[dict[str, Any]]
+
+
+def prepare(spec: Spec, limit: int | None = None) -> Prepared:
+    """Read every split and render every prompt: bad data or a template that fails on some row
+    (a misspelt record field, a bad index) is an error now, not after the model has loaded."""
+    task = make_task(spec.doc)
+    splits = make_splits(spec, task, limit=limit)
+    prompts = PromptBuilder(spec.doc["prompt"]["template"], spec.doc["prompt"]["system"], task)
+    training = [{"messages": prompts.training_messages(example)} for example in splits.train]
+    validation = [{"messages": prompts.training_messages(example)} for example in splits.validation]
+    shots = splits.train[: spec.doc["few_shot"]["k"]] if "few_shot" in spec.evaluation["modes"] else None
+    for example in splits.eval:
+        prompts.messages(example, shots)
+    return Prepared(task, splits, prompts, training, validation)
 
 
 @dataclass
@@ -45,6 +70,7 @@ class Outcome:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     gates: list[dict[str, Any]] = field(default_factory=list)
     checks: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_spec(
@@ -60,11 +86,10 @@ def run_spec(
     console = console or Console(stderr=True)
     fine_tuning = spec.doc["fine_tune"]["enabled"] and "fine_tune" in stages
     started = time.perf_counter()
-    splits = make_splits(spec, limit=limit)
-    prompts = PromptBuilder(spec.doc["prompt"]["template"], spec.doc["prompt"]["system"], spec.labels)
-    training = [{"messages": prompts.training_messages(example)} for example in splits.train]
-    for example in splits.eval[:1]:  # render one eval prompt now: a template error must not wait for the model
-        prompts.messages(example)
+    prepared = prepare(spec, limit)
+    task, splits, prompts, training = prepared.task, prepared.splits, prepared.prompts, prepared.training
+    if not dry_run and ("eval" in stages or fine_tuning):
+        preflight(spec.provider)  # a missing key or model is found before a run folder exists
 
     identity = {"spec_hash": spec.hash(), "limit": limit, "stages": list(stages), "dry_run": dry_run}
     run, resumed = RunFolder.open(out_dir, spec.name, identity)
@@ -76,10 +101,8 @@ def run_spec(
     try:
         if "prep" in stages or "check" in stages or fine_tuning:
             run.write_jsonl("train.jsonl", training)
-            if splits.validation:
-                run.write_jsonl(
-                    "validation.jsonl", [{"messages": prompts.training_messages(e)} for e in splits.validation]
-                )
+            if prepared.validation:
+                run.write_jsonl("validation.jsonl", prepared.validation)
             console.print(f"prep: {len(training)} chat examples → {run.file('train.jsonl')}")
         if "check" in stages:
             hyper = spec.doc["fine_tune"]["hyperparameters"]
@@ -107,7 +130,9 @@ def run_spec(
             }
             models["fine_tuned"] = state["fine_tuned_model"]
         if "eval" in stages:
-            outcome.metrics = _evaluate(spec, splits, prompts, run, console, manifest, models, cache)
+            outcome.metrics, outcome.records = _evaluate(
+                spec, task, splits, prompts, run, console, manifest, models, cache
+            )
             outcome.gates = check_gates(spec, outcome.metrics)
             if not all(gate["passed"] for gate in outcome.gates):
                 outcome.exit_code = EXIT_GATE_FAILED
@@ -121,10 +146,10 @@ def run_spec(
         manifest["wall_seconds"] = round(time.perf_counter() - started, 1)
         run.write_json("manifest.json", manifest)
         run.write_text(
-            "report.md", render_report(manifest, outcome.metrics, outcome.gates, outcome.checks, spec.labels)
+            "report.md", render_report(manifest, outcome.metrics, outcome.gates, outcome.checks, task, outcome.records)
         )
     if outcome.metrics:
-        console.print(results_table(outcome.metrics, manifest))
+        console.print(results_table(outcome.metrics, manifest, task))
     for gate in outcome.gates:
         colour = "green" if gate["passed"] else "red"
         console.print(
@@ -135,7 +160,7 @@ def run_spec(
 
 
 def _manifest(spec: Spec, run: RunFolder, identity: dict, splits: Splits, limit: int | None) -> dict[str, Any]:
-    data_path = Path(spec.data["path"])
+    files = spec.files()[:-1]
     return {
         "name": spec.name,
         "run_id": run.path.name,
@@ -147,11 +172,13 @@ def _manifest(spec: Spec, run: RunFolder, identity: dict, splits: Splits, limit:
         "limit": limit,
         "seeds": {name: split.get("seed") for name, split in spec.doc["splits"].items()},
         "data": {
-            "path": str(data_path),
-            "sha256": hashlib.sha256(data_path.read_bytes()).hexdigest(),
+            "path": files[0],
+            "sha256": hashlib.sha256(Path(files[0]).read_bytes()).hexdigest(),
+            "files": {file: hashlib.sha256(Path(file).read_bytes()).hexdigest() for file in files},
             "rows": splits.n_rows,
             "excluded": splits.n_excluded,
             "train": len(splits.train),
+            "validation": len(splits.validation),
             "eval": len(splits.eval),
         },
         "spec": spec.doc,
@@ -179,6 +206,7 @@ def _print_estimate(spec: Spec, splits: Splits, prompts: PromptBuilder, console:
 
 def _evaluate(
     spec: Spec,
+    task: Task,
     splits: Splits,
     prompts: PromptBuilder,
     run: RunFolder,
@@ -186,9 +214,7 @@ def _evaluate(
     manifest: dict,
     models: dict[str, str],
     cache: ResponseCache | None,
-) -> dict[str, dict[str, Any]]:
-    labels = list(spec.labels)
-    gold = [example.label for example in splits.eval]
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     loaded: dict[str, Provider] = {}
 
     def provider_for(mode: str) -> Callable[[], Provider]:
@@ -202,64 +228,66 @@ def _evaluate(
 
         return load
 
-    rows: dict[str, list[str | None]] = {}
-    records: list[dict[str, Any]] = []
+    rows: dict[str, list[Any]] = {}
+    records = [{"id": e.id, "text": e.text, "gold": task.gold_field(e)} for e in splits.eval]
     with progress_bar(console) as progress:
         for mode in spec.evaluation["modes"]:
             started = time.perf_counter()
             messages_for = prompts.messages
             if mode == "few_shot":
-                messages_for = _few_shot_prompts(spec, splits, prompts, run, progress, provider_for("zero_shot"))
-            outputs = raw_outputs(spec, splits.eval, messages_for, provider_for(mode), run, progress, mode)
-            mode_rows, mode_records = predictions(spec, splits.eval, outputs, mode)
-            records = _merge(records, mode_records)
-            rows.update(mode_rows)
+                messages_for = _few_shot_prompts(spec, task, splits, prompts, run, progress, provider_for("zero_shot"))
+            outputs = raw_outputs(
+                task, spec.evaluation, spec.provider["params"], splits.eval, messages_for, provider_for(mode), run,
+                progress, mode,
+            )  # fmt: skip
+            decoded = task.decode(splits.eval, outputs, mode)
+            for record, fields in zip(records, decoded.fields, strict=True):
+                record.update(fields)
+            rows.update(decoded.rows)
             manifest["stage_seconds"][mode] = round(time.perf_counter() - started, 1)
             if spec.evaluation["method"] == "generate":
                 manifest.setdefault("usage", {})[mode] = usage_summary(list(outputs.values()), models[mode])
     if spec.evaluation["baseline"]:
         started = time.perf_counter()
-        everything = splits.outside_eval()
-        rows["baseline"] = baseline_predictions(splits.train, splits.eval)
-        rows["baseline_all_data"] = baseline_predictions(everything, splits.eval)
+        with console.status(f"baseline: {task.baseline_name} on the train split and on all non-eval lines…"):
+            everything = splits.outside_eval()
+            rows["baseline"] = task.baseline(splits.train, splits.eval)
+            rows["baseline_all_data"] = task.baseline(everything, splits.eval)
         manifest["data"]["baseline_all_data_train"] = len(everything)
-        for record, base, base_all in zip(records, rows["baseline"], rows["baseline_all_data"], strict=True):
-            record.update(baseline=base, baseline_all_data=base_all)
         manifest["stage_seconds"]["baseline"] = round(time.perf_counter() - started, 1)
-    metrics = {row: classification_metrics(gold, predicted, labels) for row, predicted in rows.items()}
+    for row, predicted in rows.items():
+        for record, value in zip(records, predicted, strict=True):
+            record[row] = task.prediction_field(value)
+    metrics = {row: task.score(splits.eval, predicted) for row, predicted in rows.items()}
     run.write_jsonl("predictions.jsonl", records)
     run.write_json("metrics.json", metrics)
-    return metrics
+    return metrics, records
 
 
 def _few_shot_prompts(
-    spec: Spec, splits: Splits, prompts: PromptBuilder, run: RunFolder, progress: Progress, base: Callable[[], Provider]
+    spec: Spec,
+    task: Task,
+    splits: Splits,
+    prompts: PromptBuilder,
+    run: RunFolder,
+    progress: Progress,
+    base: Callable[[], Provider],
 ) -> Callable[[Example], list[dict[str, str]]]:
     """Choose each eval item's examples (recorded in few_shot.json) and return its prompt builder."""
     config = spec.doc["few_shot"]
     embed = None
     if config["strategy"] == "similar" and config["embedding"] == "llm":
-        from runner.providers.local import LocalProvider
-
-        model = base() if spec.provider["name"] == "local" else LocalProvider("gemma-3-270m")
+        model = base() if spec.provider["name"] == "local" else open_provider({"name": "local", "model": "gemma-3-270m", "batch_size": 8})
         texts = len(splits.train) + len(splits.eval)
-        task = progress.add_task(f"few_shot: embed {texts} texts", total=texts)
-        embed = llm_embedder(model, lambda n: progress.advance(task, n))
-    shots = choose_shots(config, splits.train, splits.eval, embed)
+        bar = progress.add_task(f"few_shot: embed {texts} texts", total=texts)
+        embed = llm_embedder(model, lambda n: progress.advance(bar, n))
+    shots = choose_shots(config, splits.train, splits.eval, embed, task.stratum)
     run.write_json("few_shot.json", {item: [e.id for e in chosen] for item, chosen in shots.items()})
 
     def messages_for(example: Example) -> list[dict[str, str]]:
-        shown = [{"text": e.text, "label": spec.labels[e.label]} for e in shots[example.id]]
-        return prompts.messages(example, shown)
+        return prompts.messages(example, shots[example.id])
 
     return messages_for
-
-
-def _merge(records: list[dict[str, Any]], more: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One predictions.jsonl line per example, with every mode's fields (answers kept per mode)."""
-    if not records:
-        return more
-    return [{**old, **new} for old, new in zip(records, more, strict=True)]
 
 
 def check_gates(spec: Spec, metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -267,6 +295,7 @@ def check_gates(spec: Spec, metrics: dict[str, dict[str, Any]]) -> list[dict[str
 
     def value(row: str | None, metric: str) -> float:
         return float(metrics[row or primary][metric])
+
 
     results = []
     for text, gate in zip(spec.evaluation["gates"], spec.gates, strict=True):

@@ -13,31 +13,34 @@ import jinja2
 from jinja2 import meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-from runner.data import Example
 from runner.errors import InvalidInput
+from runner.tasks import Example, Task
 
 Message = dict[str, str]
 
-#: What a template may use. `examples` is the few-shot list ({text, label}); empty for zero-shot.
-TEMPLATE_VARIABLES = ("text", "labels", "record", "examples")
+#: What every template may use, besides the task's own variables (labels, entity_types...).
+#: `examples` is the few-shot list (task.shot of each); empty for zero-shot.
+TEMPLATE_VARIABLES = ("text", "record", "examples")
 
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
 class PromptBuilder:
-    def __init__(self, template_path: str | Path, system: str | None, label_names: dict[str, str]):
+    def __init__(self, template_path: str | Path, system: str | None, task: Task):
         self.template_path = Path(template_path)
-        self.user_template = _compile(self.template_path.read_text(encoding="utf-8"), str(self.template_path))
-        self.system_template = _compile(system, "prompt.system") if system else None
-        self.label_names = label_names
+        self.task = task
+        self.shared = task.prompt_variables()
+        allowed = (*TEMPLATE_VARIABLES, *self.shared)
+        self.user_template = _compile(self.template_path.read_text(encoding="utf-8"), str(self.template_path), allowed)
+        self.system_template = _compile(system, "prompt.system", allowed) if system else None
 
-    def messages(self, example: Example, examples: list[dict[str, str]] | None = None) -> list[Message]:
-        """The prompt for one example: optional system message, then the user message."""
+    def messages(self, example: Example, examples: list[Example] | None = None) -> list[Message]:
+        """The prompt for one example (and its few-shot examples): optional system message, then the user message."""
         context = {
+            **self.shared,
             "text": example.text,
-            "labels": list(self.label_names.values()),
             "record": example.record,
-            "examples": examples or [],
+            "examples": [self.task.shot(shown) for shown in examples or []],
         }
         messages = []
         if self.system_template is not None:
@@ -46,8 +49,8 @@ class PromptBuilder:
         return messages
 
     def training_messages(self, example: Example) -> list[Message]:
-        """The prompt plus the answer the model should learn: the label's display name."""
-        return [*self.messages(example), {"role": "assistant", "content": self.label_names[example.label]}]
+        """The prompt plus the answer the model should learn (the task's target)."""
+        return [*self.messages(example), {"role": "assistant", "content": self.task.target(example)}]
 
     @staticmethod
     def _render(template: jinja2.Template, context: dict[str, Any], where: str) -> str:
@@ -59,23 +62,17 @@ class PromptBuilder:
             raise InvalidInput(f"template error: {error}", where=where) from None
 
 
-def _compile(source: str, where: str) -> jinja2.Template:
+def _compile(source: str, where: str, allowed: tuple[str, ...] = TEMPLATE_VARIABLES) -> jinja2.Template:
     try:
         tree = _ENV.parse(source)
     except jinja2.TemplateSyntaxError as error:
         raise InvalidInput(f"template syntax error: {error.message}", where=f"{where}:{error.lineno}") from None
-    unknown = sorted(meta.find_undeclared_variables(tree) - set(TEMPLATE_VARIABLES))
+    unknown = sorted(meta.find_undeclared_variables(tree) - set(allowed))
     if unknown:
         name = unknown[0]
         line = next((node.lineno for node in tree.find_all(nodes.Name) if node.name == name), None)
         raise InvalidInput(
-            f"undefined template variable {name!r} (available: {', '.join(TEMPLATE_VARIABLES)})",
+            f"undefined template variable {name!r} (available: {', '.join(allowed)})",
             where=f"{where}:{line}" if line else where,
         )
     return _ENV.from_string(tree)
-
-
-def check_template(spec) -> None:
-    """Compile the spec's templates, so template errors surface at validation time."""
-    prompt = spec.doc["prompt"]
-    PromptBuilder(prompt["template"], prompt["system"], spec.labels)

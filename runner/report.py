@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from runner.checks import summary_lines
+from runner.tasks import Task, pct
+
+_pct = pct
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
-def row_description(row: str, manifest: dict[str, Any]) -> str:
+def row_description(row: str, manifest: dict[str, Any], task: Task) -> str:
     if row == "baseline":
-        return f"TF-IDF+LR on the {manifest['data']['train']} train lines"
+        return f"{task.baseline_name} on the {manifest['data']['train']} train lines"
     if row == "baseline_all_data":
-        return f"TF-IDF+LR on all {manifest['data'].get('baseline_all_data_train', '?')} labelled non-eval lines"
+        return f"{task.baseline_name} on all {manifest['data'].get('baseline_all_data_train', '?')} labelled non-eval lines"
     evaluation = manifest["spec"]["evaluation"]
     model = manifest["spec"]["provider"]["model"]
     if row.startswith("fine_tuned"):
@@ -25,40 +25,40 @@ def row_description(row: str, manifest: dict[str, Any]) -> str:
     how = evaluation["method"]
     if evaluation["method"] == "score":
         how += " · raw" if row.endswith("_uncalibrated") else f" · {evaluation['calibration']}-calibrated"
+    elif evaluation.get("constrained") and manifest["spec"]["provider"]["name"] == "local":
+        how += " · constrained"
     return f"{model} · {how}"
 
 
-def verdict(metrics: dict[str, dict[str, Any]]) -> str | None:
+def verdict(metrics: dict[str, dict[str, Any]], task: Task) -> str | None:
     """One plain sentence: does the best LLM row beat the best classical baseline?"""
-    baselines = {row: m["accuracy"] for row, m in metrics.items() if row.startswith("baseline")}
-    llms = {row: m["accuracy"] for row, m in metrics.items() if not row.startswith("baseline")}
+    key = task.primary_metric
+    baselines = {row: m[key] for row, m in metrics.items() if row.startswith("baseline")}
+    llms = {row: m[key] for row, m in metrics.items() if not row.startswith("baseline")}
     if not baselines or not llms:
         return None
     llm, base = max(llms, key=llms.get), max(baselines, key=baselines.get)
     if llms[llm] > baselines[base]:
         return (
-            f"The best LLM row, {llm} ({_pct(llms[llm])}), beats the best TF-IDF baseline, {base} "
-            f"({_pct(baselines[base])}), by {100 * (llms[llm] - baselines[base]):.1f} points."
+            f"The best LLM row, {llm} ({_pct(llms[llm])} {key}), beats the best {task.baseline_name} baseline, "
+            f"{base} ({_pct(baselines[base])}), by {100 * (llms[llm] - baselines[base]):.1f} points."
         )
     return (
         f"**The LLM does not beat the classical baseline on this eval split: its best row, {llm}, "
-        f"gets {_pct(llms[llm])} against {_pct(baselines[base])} for {base}.** Prefer the baseline, or "
-        "improve the LLM (fine-tuning on more lines, calibration) before relying on it."
+        f"gets {key} {_pct(llms[llm])} against {_pct(baselines[base])} for {base} ({task.baseline_name}).** "
+        "Prefer the baseline, or improve the LLM (fine-tuning on more lines, calibration) before relying on it."
     )
 
 
-def results_table(metrics: dict[str, dict[str, Any]], manifest: dict[str, Any]) -> Table:
+def results_table(metrics: dict[str, dict[str, Any]], manifest: dict[str, Any], task: Task) -> Table:
     table = Table(title=f"{manifest['name']}: {manifest['data']['eval']} eval examples")
-    for column in ("row", "what", "accuracy", "macro-F1", "invalid"):
-        table.add_column(column, justify="right" if column in ("accuracy", "macro-F1", "invalid") else "left")
+    columns = task.table_columns()
+    table.add_column("row")
+    table.add_column("what")
+    for header, _ in columns:
+        table.add_column(header, justify="right")
     for row, found in metrics.items():
-        table.add_row(
-            row,
-            row_description(row, manifest),
-            _pct(found["accuracy"]),
-            _pct(found["macro_f1"]),
-            str(found["invalid"]),
-        )
+        table.add_row(row, row_description(row, manifest, task), *(cell(found) for _, cell in columns))
     return table
 
 
@@ -67,7 +67,8 @@ def render_report(
     metrics: dict[str, dict[str, Any]],
     gates: list[dict[str, Any]],
     checks: dict[str, Any] | None,
-    label_names: dict[str, str],
+    task: Task,
+    records: list[dict[str, Any]],
 ) -> str:
     spec = manifest["spec"]
     data = manifest["data"]
@@ -84,18 +85,17 @@ def render_report(
         "",
     ]
     if metrics:
+        columns = task.table_columns()
         lines += [
             f"## Results ({data['eval']} eval examples)",
             "",
-            "| row | what | accuracy | macro-F1 | invalid |",
+            "| row | what | " + " | ".join(header for header, _ in columns) + " |",
+            "|---|---|" + "---:|" * len(columns),
         ]
-        lines.append("|---|---|---:|---:|---:|")
         for row, found in metrics.items():
-            lines.append(
-                f"| {row} | {row_description(row, manifest)} | {_pct(found['accuracy'])} | "
-                f"{_pct(found['macro_f1'])} | {found['invalid']} |"
-            )
-        sentence = verdict(metrics)
+            cells = " | ".join(cell(found) for _, cell in columns)
+            lines.append(f"| {row} | {row_description(row, manifest, task)} | {cells} |")
+        sentence = verdict(metrics, task)
         lines += ["", sentence or "", ""]
     if gates:
         lines += ["## Gates", ""]
@@ -108,7 +108,7 @@ def render_report(
     lines += [
         "## Data",
         "",
-        f"- {data['path']}: {data['rows']} rows, {data['excluded']} excluded ({', '.join(spec['data']['exclude_labels']) or 'none'})",
+        f"- {', '.join(data.get('files') or [data['path']])}: {data['rows']} rows, {data['excluded']} excluded",
         f"- train: {data['train']} ({_split_text(splits['train'])}); eval: {data['eval']} ({_split_text(splits['eval'])}"
         f"{', --limit ' + str(manifest['limit']) if manifest.get('limit') else ''})",
         "",
@@ -139,7 +139,7 @@ def render_report(
     if checks:
         lines += ["## Fine-tuning data checks", "", *[f"- {line}" for line in summary_lines(checks)], ""]
     if primary in metrics:
-        lines += _per_class(metrics[primary], label_names, primary)
+        lines += task.report_section(metrics[primary], primary, records)
     lines += [
         "## Files",
         "",
@@ -151,25 +151,5 @@ def render_report(
 
 def _split_text(split: dict[str, Any]) -> str:
     text = split["take"] + (f" {split['n']}" if "n" in split else "")
-    return text + (f", seed {split['seed']}" if split["take"] in ("random", "stratified") else "")
-
-
-def _per_class(found: dict[str, Any], label_names: dict[str, str], row: str) -> list[str]:
-    lines = [
-        f"## Per class ({row})",
-        "",
-        "| label | name | precision | recall | F1 | support |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for label, scores in found["per_class"].items():
-        lines.append(
-            f"| {label} | {label_names.get(label, label)} | {scores['precision']:.2f} | {scores['recall']:.2f} | "
-            f"{scores['f1']:.2f} | {scores['support']} |"
-        )
-    confusion = found["confusion"]
-    short = [label_names.get(label, label) for label in confusion["labels"]]
-    lines += ["", f"Confusion matrix ({row}; rows gold, columns predicted):", ""]
-    lines += ["| gold \\ predicted | " + " | ".join(short) + " |", "|---" * (len(short) + 1) + "|"]
-    for name, counts in zip(short, confusion["matrix"], strict=True):
-        lines.append(f"| {name} | " + " | ".join(str(c) if c else "·" for c in counts) + " |")
-    return [*lines, ""]
+    text += f", seed {split['seed']}" if split["take"] in ("random", "stratified") else ""
+    return text + (f" of {Path(split['path']).name}" if "path" in split else "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,16 +17,13 @@ from typing import Any
 import jsonschema
 import yaml
 
-from runner import PROJECT_ROOT
+from runner.defaults import SCHEMA_PATH, apply_defaults
 from runner.errors import InvalidInput
+from runner.tasks import task_class
 from runner.tokens import encoding_name
 
-SCHEMA_PATH = PROJECT_ROOT / "schemas" / "spec.schema.json"
-
-DEFAULT_LOCAL_MODEL = "gemma-3-270m"
-
 GATE_PATTERN = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|>|<|==)\s*(\S+)\s*$")
-GATE_METRICS = ("accuracy", "macro_f1", "invalid_rate")
+PATH_KEYS = ("path", "template")  # --set values under these keys are paths relative to the working directory
 
 
 @dataclass(frozen=True)
@@ -36,23 +34,28 @@ class Gate:
     threshold: float | tuple[str | None, str]  # a number, or (row, metric) to compare against
 
     @classmethod
-    def parse(cls, text: str, where: str) -> Gate:
+    def parse(cls, text: str, where: str, metrics: tuple[str, ...]) -> Gate:
         match = GATE_PATTERN.match(text)
         if not match:
             raise InvalidInput(f"cannot read gate {text!r}; write it like 'accuracy >= 0.4'", where=where)
         left, op, right = match.groups()
-        row, metric = _split_metric(left, where)
+        row, metric = _split_metric(left, where, metrics)
         try:
             threshold: float | tuple[str | None, str] = float(right)
         except ValueError:
-            threshold = _split_metric(right, where)
+            threshold = _split_metric(right, where, metrics)
+        else:
+            if not math.isfinite(threshold):
+                raise InvalidInput(f"gate {text!r} compares with {right}; use a finite number", where=where)
+        if threshold == (row, metric):
+            raise InvalidInput(f"gate {text!r} compares a metric with itself", where=where)
         return cls(row, metric, op, threshold)
 
 
-def _split_metric(ref: str, where: str) -> tuple[str | None, str]:
+def _split_metric(ref: str, where: str, metrics: tuple[str, ...]) -> tuple[str | None, str]:
     row, _, metric = ref.rpartition(".")
-    if metric not in GATE_METRICS:
-        raise InvalidInput(f"unknown metric {metric!r} in gate; use one of {', '.join(GATE_METRICS)}", where=where)
+    if metric not in metrics:
+        raise InvalidInput(f"unknown metric {metric!r} in gate; this task's metrics: {', '.join(metrics)}", where=where)
     return (row or None), metric
 
 
@@ -69,8 +72,8 @@ class Spec:
         return self.doc["name"]
 
     @property
-    def labels(self) -> dict[str, str]:
-        return self.doc["labels"]
+    def task(self) -> str:
+        return self.doc["task"]
 
     @property
     def data(self) -> dict[str, Any]:
@@ -86,7 +89,10 @@ class Spec:
 
     @property
     def gates(self) -> list[Gate]:
-        return [Gate.parse(g, self.where("evaluation", "gates", i)) for i, g in enumerate(self.evaluation["gates"])]
+        metrics = task_class(self.task).metrics
+        return [
+            Gate.parse(g, self.where("evaluation", "gates", i), metrics) for i, g in enumerate(self.evaluation["gates"])
+        ]
 
     def where(self, *key_path: str | int) -> str:
         """'spec.yaml:12: evaluation.gates[0]' — the place a user should look."""
@@ -101,9 +107,15 @@ class Spec:
     def hash(self) -> str:
         """Identifies what a run computes: the resolved spec plus the bytes of the files it names."""
         digest = hashlib.sha256(json.dumps(self.doc, sort_keys=True, ensure_ascii=False).encode())
-        for file in (self.data["path"], self.doc["prompt"]["template"]):
+        for file in self.files():
             digest.update(Path(file).read_bytes())
         return digest.hexdigest()
+
+    def files(self) -> list[str]:
+        """The dataset files and the template, in a fixed order."""
+        paths = [self.data["path"]] if "path" in self.data else []
+        paths += [split["path"] for split in self.doc["splits"].values() if "path" in split]
+        return [*dict.fromkeys(paths), self.doc["prompt"]["template"]]
 
 
 def format_key_path(key_path: tuple | list) -> str:
@@ -128,7 +140,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
     if not isinstance(doc, dict):
         raise InvalidInput("a spec must be a YAML mapping of keys to values", where=str(path))
     for override in overrides or []:
-        _apply_override(doc, override)
+        _apply_override(doc, override, lines)
     spec = Spec(path=path.resolve(), doc=doc, lines=lines)
     _validate_schema(spec)
     _fill_defaults(spec)
@@ -152,7 +164,9 @@ def _key_lines(node: yaml.Node | None, key_path: tuple = ()) -> dict[tuple, int]
     return lines
 
 
-def _apply_override(doc: dict, override: str) -> None:
+def _apply_override(doc: dict, override: str, lines: dict[tuple, int]) -> None:
+    """Set one dotted key. Paths given here are relative to the working directory, like any CLI path;
+    the key's line is forgotten, so later errors about it name --set rather than a spec line."""
     key, sep, raw_value = override.partition("=")
     if not sep or not key.strip():
         raise InvalidInput(f"--set {override!r}: write it as dotted.key=value")
@@ -166,7 +180,11 @@ def _apply_override(doc: dict, override: str) -> None:
         if not isinstance(target.get(part, {}), dict):
             raise InvalidInput(f"--set {override!r}: {part!r} is not a mapping in the spec")
         target = target.setdefault(part, {})
+    if parts[-1] in PATH_KEYS and isinstance(value, str) and value:
+        value = str(Path(value).expanduser().resolve())
     target[parts[-1]] = value
+    for path in [p for p in lines if p[: len(parts)] == tuple(parts)]:
+        del lines[path]
 
 
 def _validate_schema(spec: Spec) -> None:
@@ -195,76 +213,49 @@ def _validate_schema(spec: Spec) -> None:
 
 def _fill_defaults(spec: Spec) -> None:
     doc = spec.doc
-    local = doc.setdefault("provider", {}).setdefault("name", "local") == "local"
-    provider = doc["provider"]
-    provider.setdefault("model", DEFAULT_LOCAL_MODEL if local else None)
-    provider.setdefault("batch_size", 8)
-    if not local:
-        provider.setdefault("concurrency", 8)
-        provider.setdefault("timeout_s", 60)
-        provider.setdefault("max_retries", 6)
-    provider["params"] = {"temperature": 0, "max_tokens": 16, **provider.get("params", {})}
-    doc.setdefault("description", "")
-    data = doc["data"]
-    data.setdefault("exclude_labels", [])
-    data.setdefault("format", _infer_format(data["path"]))
-    splits = doc.setdefault("splits", {})
-    splits.setdefault("train", {"take": "first", "n": 100})
-    splits.setdefault("eval", {"take": "random", "n": 200, "seed": 0})
-    for split in splits.values():
-        split.setdefault("seed", 0)
-    doc["prompt"].setdefault("system", None)
-    doc.setdefault("checks", {}).setdefault("model", "gpt-4o-mini-2024-07-18")
-    doc["checks"].setdefault("fail_on_format_errors", True)
-    fine_tune = doc.setdefault("fine_tune", {})
-    fine_tune.setdefault("enabled", False)
-    fine_tune.setdefault("hyperparameters", {})
-    fine_tune.setdefault("poll_interval_s", 15)
-    from runner.fewshot import DEFAULTS as FEW_SHOT_DEFAULTS
-
-    doc["few_shot"] = {**FEW_SHOT_DEFAULTS, **doc.get("few_shot", {})}
-    evaluation = doc.setdefault("evaluation", {})
-    evaluation.setdefault("modes", ["zero_shot"])
-    evaluation.setdefault("method", "score" if local else "generate")
-    evaluation.setdefault("calibration", "mean" if evaluation["method"] == "score" else "none")
-    evaluation.setdefault("baseline", True)
-    evaluation.setdefault("gates", [])
+    apply_defaults(doc, json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
     base = spec.path.parent
-    data["path"] = str((base / data["path"]).resolve())
+    for section in (doc["data"], *doc["splits"].values()):
+        if "path" in section:
+            section["path"] = str((base / section["path"]).resolve())
     doc["prompt"]["template"] = str((base / doc["prompt"]["template"]).resolve())
 
 
-def _infer_format(path: str) -> str:
-    suffix = Path(path).suffix.lower()
-    return {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(suffix, "jsonl")
-
-
 def _check_semantics(spec: Spec) -> None:
-    from runner.prompts import check_template  # the template check needs Jinja, not the model
-
+    """Checks across keys: files exist, the task's own rules, provider and method fit, gates name real rows."""
     doc = spec.doc
-    if not Path(doc["data"]["path"]).is_file():
-        raise InvalidInput(f"dataset file not found: {doc['data']['path']}", where=spec.where("data", "path"))
+    for key_path, section in [(("data",), doc["data"])] + [(("splits", k), v) for k, v in doc["splits"].items()]:
+        if "path" in section and not Path(section["path"]).is_file():
+            raise InvalidInput(f"dataset file not found: {section['path']}", where=spec.where(*key_path, "path"))
+    for name in ("train", "eval"):
+        if name not in doc["splits"]:
+            raise InvalidInput(f"splits needs a {name} split", where=spec.where("splits"))
+    for name, split in doc["splits"].items():
+        if "path" not in split and "path" not in doc["data"]:
+            raise InvalidInput(
+                f"split {name} has no path of its own and data.path is not set", where=spec.where("splits", name)
+            )
+        if "take" not in split:
+            raise InvalidInput("take is required when the split has no path of its own", where=spec.where("splits", name))
     if not Path(doc["prompt"]["template"]).is_file():
         raise InvalidInput(
             f"template file not found: {doc['prompt']['template']}", where=spec.where("prompt", "template")
         )
-    shown = list(spec.labels.values())
-    duplicates = sorted({name for name in shown if shown.count(name) > 1})
-    if duplicates:
-        raise InvalidInput(f"two labels share the name {duplicates[0]!r}", where=spec.where("labels"))
-    for label in doc["data"]["exclude_labels"]:
-        if label in spec.labels:
-            raise InvalidInput(f"{label!r} is both excluded and in labels", where=spec.where("data", "exclude_labels"))
     evaluation = spec.evaluation
     provider = spec.provider
+    if provider["name"] != "local" and not provider.get("model"):
+        raise InvalidInput(f"provider {provider['name']} needs a model name", where=spec.where("provider", "model"))
     if provider["name"] == "openai_compatible" and not provider.get("base_url"):
         raise InvalidInput("openai_compatible needs the server's base_url", where=spec.where("provider"))
-    if evaluation["method"] == "score" and provider["name"] != "local":
+    task = task_class(spec.task)
+    if evaluation["method"] not in task.methods:
         raise InvalidInput(
-            f"method: score needs a local model's token log-probabilities; use method: generate with {provider['name']}",
-            where=spec.where("evaluation", "method"),
+            f"{spec.task} answers with method {' or '.join(task.methods)}", where=spec.where("evaluation", "method")
         )
+    task.check_spec(doc, spec.where)
+    from runner.providers.api_scoring import check_scoring_spec  # method: score through an API (issue 11)
+
+    check_scoring_spec(spec)
     if evaluation["calibration"] != "none" and evaluation["method"] != "score":
         raise InvalidInput(
             "calibration needs method: score (generated answers have no per-label scores)",
@@ -272,7 +263,7 @@ def _check_semantics(spec: Spec) -> None:
         )
     _check_fine_tune(spec)
     if "few_shot" in evaluation["modes"]:
-        source = Path(doc["prompt"]["template"]).read_text(encoding="utf-8")
+        source = Path(doc["prompt"]["template"]).read_text(encoding="utf-8", errors="replace")
         if "examples" not in source:
             raise InvalidInput(
                 "mode few_shot needs a template that shows `examples` (e.g. {% for example in examples %}…)",
@@ -285,7 +276,8 @@ def _check_semantics(spec: Spec) -> None:
             where=spec.where("checks", "model"),
         )
     rows = set(result_rows(spec)) | {None}
-    for gate in spec.gates:
+    gates = spec.gates
+    for gate in gates:
         refs = [(gate.row, gate.metric)]
         if isinstance(gate.threshold, tuple):
             refs.append(gate.threshold)
@@ -295,7 +287,6 @@ def _check_semantics(spec: Spec) -> None:
                     f"gate names row {row!r}; rows in this spec: {', '.join(r for r in rows if r)}",
                     where=spec.where("evaluation", "gates"),
                 )
-    check_template(spec)
 
 
 def _check_fine_tune(spec: Spec) -> None:
@@ -330,7 +321,7 @@ def fine_tune_settings(spec: Spec) -> dict[str, Any]:
 def result_rows(spec: Spec) -> list[str]:
     """Names of the rows the evaluation will report, first mode first."""
     rows = list(spec.evaluation["modes"])
-    if spec.evaluation["calibration"] != "none":
+    if spec.evaluation["method"] == "score" and spec.evaluation["calibration"] != "none":
         rows += [f"{mode}_uncalibrated" for mode in spec.evaluation["modes"]]
     if spec.evaluation["baseline"]:
         rows += ["baseline", "baseline_all_data"]

@@ -21,35 +21,32 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from rich.console import Console
 
 from runner.checks import default_epochs
+from runner.defaults import SCHEMA_PATH
 from runner.errors import RuntimeFailure
+from runner.lm import LoadedModel, output_logits, prompt_text, score_answers
 from runner.progress import progress_bar
-from runner.providers.local import output_logits
 from runner.registry import LocalRegistry
-
-if TYPE_CHECKING:
-    from runner.providers.local import LocalProvider
 
 # peft still asks transformers the deprecated question; the warning says nothing to a user.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-LOCAL_DEFAULTS = {
-    "method": "lora",
-    "lora_rank": 8,
-    "lora_alpha": 16,
-    "lora_dropout": 0.0,
-    "lora_targets": LORA_TARGETS,
-    "max_seq_len": 256,
-    "checkpoint_every": 50,
-}
+AUTO_BATCH_SIZE = 8
+CLOSED_ANSWER_SET = 64  # validation accuracy is reported when the answers are at most this many labels
+
+
+def local_defaults() -> dict[str, Any]:
+    """fine_tune.local's defaults, from the spec schema (their one home)."""
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    local = schema["properties"]["fine_tune"]["properties"]["local"]["properties"]
+    return {key: value["default"] for key, value in local.items()}
 
 
 @dataclass
@@ -67,11 +64,11 @@ class Plan:
 
 
 def plan(settings: dict[str, Any], n_examples: int) -> Plan:
-    local = {**LOCAL_DEFAULTS, **settings.get("local", {})}
+    local = {**local_defaults(), **settings.get("local", {})}
     epochs = settings.get("n_epochs", "auto")
     batch = settings.get("batch_size", "auto")
     multiplier = settings.get("learning_rate_multiplier", "auto")
-    batch = 8 if batch == "auto" else int(batch)
+    batch = AUTO_BATCH_SIZE if batch == "auto" else int(batch)
     return Plan(
         n_epochs=default_epochs(n_examples) if epochs == "auto" else int(epochs),
         batch_size=batch,
@@ -83,16 +80,16 @@ def plan(settings: dict[str, Any], n_examples: int) -> Plan:
 
 
 def read_chat_jsonl(path: Path) -> list[list[dict[str, str]]]:
-    return [json.loads(line)["messages"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line)["messages"] for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
-def encode(provider: LocalProvider, conversations: list[list[dict[str, str]]], max_seq_len: int) -> list[tuple]:
+def encode(model: LoadedModel, conversations: list[list[dict[str, str]]], max_seq_len: int) -> list[tuple]:
     """(token ids, number of prompt tokens) per example: prompt, then answer + end of turn."""
-    tokenizer = provider.tokenizer
+    tokenizer = model.tokenizer
     add_special = not tokenizer.chat_template
     examples = []
     for messages in conversations:
-        prompt = tokenizer(provider.prompt_text(messages[:-1]), add_special_tokens=add_special)["input_ids"]
+        prompt = tokenizer(prompt_text(tokenizer, messages[:-1]), add_special_tokens=add_special)["input_ids"]
         answer = [*tokenizer.encode(messages[-1]["content"], add_special_tokens=False), tokenizer.eos_token_id]
         prompt = prompt[-(max_seq_len - len(answer)) :] if len(prompt) + len(answer) > max_seq_len else prompt
         examples.append((prompt + answer, len(prompt)))
@@ -124,17 +121,17 @@ def answer_loss(lm, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor
 class Trainer:
     """Runs one registry job to its end (or to Ctrl-C, leaving a checkpoint to resume from)."""
 
-    def __init__(self, provider: LocalProvider, registry: LocalRegistry, job_id: str, console: Console):
-        self.provider, self.registry, self.console = provider, registry, console
+    def __init__(self, model: LoadedModel, registry: LocalRegistry, job_id: str, console: Console):
+        self.model, self.registry, self.console = model, registry, console
         self.record = registry.record(job_id)
         self.folder = registry.folder(job_id)
-        self.train_set = encode(provider, read_chat_jsonl(self.folder / "train.jsonl"), self._max_len())
+        self.train_set = encode(model, read_chat_jsonl(self.folder / "train.jsonl"), self._max_len())
         self.plan = plan(self.record["settings"], len(self.train_set))
         validation = self.folder / "validation.jsonl"
         self.validation = read_chat_jsonl(validation) if validation.is_file() else []
 
     def _max_len(self) -> int:
-        return {**LOCAL_DEFAULTS, **self.record["settings"].get("local", {})}["max_seq_len"]
+        return {**local_defaults(), **self.record["settings"].get("local", {})}["max_seq_len"]
 
     def run(self) -> None:
         record, plan = self.record, self.plan
@@ -166,7 +163,7 @@ class Trainer:
                     started = time.perf_counter()
                     for group in optimizer.param_groups:
                         group["lr"] = self._learning_rate(step)
-                    ids, mask, targets = collate(batch, self.provider.tokenizer.pad_token_id, self.provider.device)
+                    ids, mask, targets = collate(batch, self.model.tokenizer.pad_token_id, self.model.device)
                     loss, _n_tokens = answer_loss(lm, ids, mask, targets)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -209,7 +206,7 @@ class Trainer:
         self.registry.add_event(record, f"The job has successfully completed: model {record['model_id']}")
 
     def _prepare(self, checkpoint: Path | None):
-        lm = self.provider.lm
+        lm = self.model.lm
         local = self.plan.local
         if local["method"] == "full":
             if checkpoint is not None:
@@ -272,20 +269,21 @@ class Trainer:
 
     @torch.inference_mode()
     def _validate(self, lm) -> dict[str, float]:
-        """Validation loss on the answers, and accuracy when the answers form a label set."""
+        """Validation loss on the answers; accuracy too when the answers form a small label set
+        (classification), since ranking every distinct answer of an open task would mean nothing."""
         lm.eval()
-        examples = encode(self.provider, self.validation, self._max_len())
+        examples = encode(self.model, self.validation, self._max_len())
         total, count = 0.0, 0
         for start in range(0, len(examples), 16):
             loss, n = answer_loss(
-                lm, *collate(examples[start : start + 16], self.provider.tokenizer.pad_token_id, self.provider.device)
+                lm, *collate(examples[start : start + 16], self.model.tokenizer.pad_token_id, self.model.device)
             )
             total, count = total + float(loss) * n, count + n
+        metrics = {"valid_loss": round(total / count, 4)}
         answers = sorted({messages[-1]["content"] for messages in self.validation})
-        scores = self.provider.score([messages[:-1] for messages in self.validation], answers)
-        gold = [answers.index(messages[-1]["content"]) for messages in self.validation]
+        if len(answers) <= CLOSED_ANSWER_SET and max(map(len, answers)) <= 32:
+            scores = score_answers(self.model, [messages[:-1] for messages in self.validation], answers, 8)
+            gold = [answers.index(messages[-1]["content"]) for messages in self.validation]
+            metrics["valid_accuracy"] = round(float(np.mean(scores.argmax(1) == gold)), 4)
         lm.train()
-        return {
-            "valid_loss": round(total / count, 4),
-            "valid_accuracy": round(float(np.mean(scores.argmax(1) == gold)), 4),
-        }
+        return metrics

@@ -3,17 +3,17 @@ from collections import Counter
 
 import pytest
 
-from runner.data import load_examples, make_splits, read_rows, take
+from runner.data import make_splits, read_rows, spec_examples, take
 from runner.errors import InvalidInput
 from runner.spec import load_spec
 from tests.conftest import ROOT, write_project
 
 
 def test_reads_jsonl_and_drops_excluded_labels(project):
-    examples, n_excluded = load_examples(load_spec(project))
+    examples, n_excluded = spec_examples(load_spec(project))
     assert n_excluded == 1
     assert [e.id for e in examples[:2]] == ["L1", "L2"]
-    assert examples[0].text == "苹果发布新款手机芯片" and examples[0].label == "news_tech"
+    assert examples[0].text == "苹果发布新款手机芯片" and examples[0].gold == "news_tech"
 
 
 def test_bad_json_line_is_reported_with_its_line(tmp_path):
@@ -21,19 +21,19 @@ def test_bad_json_line_is_reported_with_its_line(tmp_path):
     with (tmp_path / "data.jsonl").open("a", encoding="utf-8") as handle:
         handle.write('{"sentence": "broken", \n')
     with pytest.raises(InvalidInput, match=r"data\.jsonl:11: not valid JSON"):
-        load_examples(load_spec(path))
+        spec_examples(load_spec(path))
 
 
 def test_missing_field_is_reported_with_its_line(tmp_path):
     rows = [{"sentence": "a", "label_desc": "news_tech"}, {"text": "b", "label_desc": "news_tech"}]
     with pytest.raises(InvalidInput, match=r"data\.jsonl:2: missing field 'sentence'"):
-        load_examples(load_spec(write_project(tmp_path, rows=rows)))
+        spec_examples(load_spec(write_project(tmp_path, rows=rows)))
 
 
 def test_label_not_in_map_is_reported_with_its_line(tmp_path):
     rows = [{"sentence": "a", "label_desc": "news_tech"}, {"sentence": "b", "label_desc": "news_weather"}]
     with pytest.raises(InvalidInput, match=r"data\.jsonl:2: label 'news_weather' is not in the spec's labels"):
-        load_examples(load_spec(write_project(tmp_path, rows=rows)))
+        spec_examples(load_spec(write_project(tmp_path, rows=rows)))
 
 
 def test_csv_and_json_array_formats(tmp_path):
@@ -46,7 +46,7 @@ def test_csv_and_json_array_formats(tmp_path):
 def test_multiple_text_fields_are_joined(tmp_path):
     rows = [{"title": "标题", "body": "正文", "label_desc": "news_tech"}] * 2
     spec = load_spec(write_project(tmp_path, {"data.text_fields": ["title", "body"]}, rows=rows))
-    assert load_examples(spec)[0][0].text == "标题\n正文"
+    assert spec_examples(spec)[0][0].text == "标题\n正文"
 
 
 def test_splits_never_overlap_and_respect_limit(project):
@@ -64,7 +64,7 @@ def test_empty_eval_split_is_an_error(tmp_path):
 
 def test_take_strategies_on_tnews():
     spec = load_spec(ROOT / "specs" / "tnews.yaml")
-    examples, n_excluded = load_examples(spec)
+    examples, n_excluded = spec_examples(spec)
     assert len(examples) == 8000 - 32 and n_excluded == 32
     assert take(examples, {"take": "last", "n": 100}) == examples[-100:]
     assert take(examples, {"take": "first", "n": 5}) == examples[:5]
@@ -75,9 +75,9 @@ def test_take_strategies_on_tnews():
 
 def test_stratified_keeps_class_shares():
     spec = load_spec(ROOT / "specs" / "tnews.yaml")
-    examples, _ = load_examples(spec)
-    chosen = take(examples, {"take": "stratified", "n": 700, "seed": 0})
+    examples, _ = spec_examples(spec)
+    chosen = take(examples, {"take": "stratified", "n": 700, "seed": 0}, stratum=lambda e: e.gold)
     assert len(chosen) == 700 and len({e.id for e in chosen}) == 700
-    pool, got = Counter(e.label for e in examples), Counter(e.label for e in chosen)
+    pool, got = Counter(e.gold for e in examples), Counter(e.gold for e in chosen)
     for label, count in pool.items():
         assert abs(got[label] - 700 * count / len(examples)) < 1

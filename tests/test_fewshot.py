@@ -3,16 +3,17 @@ import json
 import numpy as np
 import pytest
 
-from runner.data import Example, load_examples
+from runner.data import spec_examples
 from runner.errors import InvalidInput
 from runner.fewshot import EmbeddingCache, choose_shots, llm_embedder
 from runner.prompts import PromptBuilder
 from runner.spec import load_spec
+from runner.tasks import Example, make_task
 from tests.conftest import ROOT, write_project
 
 
 def ex(i: int, text: str, label: str) -> Example:
-    return Example(id=f"L{i}", text=text, label=label, record={})
+    return Example(id=f"L{i}", text=text, gold=label, record={})
 
 
 POOL = [
@@ -47,9 +48,9 @@ def test_random_shots_are_seeded_per_item():
 
 
 def test_balance_caps_examples_per_label():
-    shots = choose_shots(config(k=3, balance=True), POOL, ITEMS, None)
+    shots = choose_shots(config(k=3, balance=True), POOL, ITEMS, None, stratum=lambda e: e.gold)
     for chosen in shots.values():
-        labels = [e.label for e in chosen]
+        labels = [e.gold for e in chosen]
         assert len(labels) == 3 and len(set(labels)) == 3
 
 
@@ -81,9 +82,10 @@ def test_llm_embeddings_are_cached_by_model_and_text(tmp_path, monkeypatch):
 
 def test_tnews_template_renders_examples_before_the_item():
     spec = load_spec(ROOT / "specs" / "tnews.yaml")
-    example = load_examples(spec)[0][0]
-    builder = PromptBuilder(spec.doc["prompt"]["template"], None, spec.labels)
-    content = builder.messages(example, [{"text": "华为手机芯片突破", "label": "科技"}])[0]["content"]
+    example = spec_examples(spec)[0][0]
+    builder = PromptBuilder(spec.doc["prompt"]["template"], None, make_task(spec.doc))
+    shown = Example(id="L0", text="华为手机芯片突破", gold="news_tech", record={})
+    content = builder.messages(example, [shown])[0]["content"]
     assert content.endswith(f"给定文本：\n华为手机芯片突破\n类别：科技\n\n给定文本：\n{example.text}\n类别：")
 
 

@@ -10,6 +10,7 @@ from runner.cli import main
 from runner.data import make_splits
 from runner.prompts import PromptBuilder
 from runner.spec import load_spec
+from runner.tasks import make_task
 from tests.conftest import ROOT, make_tiny_gemma
 
 pytestmark = pytest.mark.model
@@ -28,7 +29,7 @@ def gemma():
 def tnews():
     spec = load_spec(TNEWS)
     splits = make_splits(spec, limit=6)
-    builder = PromptBuilder(spec.doc["prompt"]["template"], None, spec.labels)
+    builder = PromptBuilder(spec.doc["prompt"]["template"], None, make_task(spec.doc))
     return spec, [builder.messages(example) for example in splits.eval]
 
 
@@ -46,7 +47,7 @@ def naive_logprob(provider, conversation, answer: str) -> float:
 
 def test_scores_match_a_naive_full_forward(gemma, tnews):
     spec, conversations = tnews
-    answers = list(spec.labels.values())
+    answers = list(spec.doc["labels"].values())
     assert any(len(gemma.tokenizer.encode(a, add_special_tokens=False)) > 1 for a in answers), (
         "needs a multi-token label"
     )
@@ -60,7 +61,7 @@ def test_scores_match_a_naive_full_forward(gemma, tnews):
 
 def test_batching_does_not_change_scores(gemma, tnews):
     spec, conversations = tnews
-    answers = list(spec.labels.values())
+    answers = list(spec.doc["labels"].values())
     together = gemma.score(conversations[:4], answers)
     alone = np.vstack([gemma.score([c], answers) for c in conversations[:4]])
     assert together == pytest.approx(alone, abs=0.2)
@@ -105,6 +106,6 @@ def test_a_model_folder_is_accepted(tmp_path, tnews):
     make_tiny_gemma(tmp_path)
     spec, conversations = tnews
     provider = LocalProvider(str(tmp_path), batch_size=2)
-    scores = provider.score(conversations[:3], list(spec.labels.values()))
+    scores = provider.score(conversations[:3], list(spec.doc["labels"].values()))
     assert scores.shape == (3, 14) and np.isfinite(scores).all()
     assert provider.describe()["source"] == str(tmp_path.resolve())

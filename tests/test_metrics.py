@@ -1,6 +1,6 @@
 import pytest
 
-from runner.metrics import INVALID, classification_metrics
+from runner.tasks.classification.metrics import INVALID, classification_metrics
 
 LABELS = ["a", "b", "c"]
 

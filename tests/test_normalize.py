@@ -1,6 +1,6 @@
 import pytest
 
-from runner.normalize import normalize_answer
+from runner.tasks.classification.normalize import normalize_answer
 
 TNEWS = {"news_culture": "文化", "news_tech": "科技", "news_finance": "金融", "news_story": "社会"}
 AG = {"World": "World", "Sports": "Sports", "Business": "Business", "Sci/Tech": "Sci/Tech"}

@@ -34,7 +34,7 @@ class KeywordProvider(Provider):
         text = [c[-1]["content"].rsplit("文本：", 1)[1] for c in conversations]
         return np.array([[sum(ch in t for ch in KEYWORDS[a]) for a in answers] for t in text], dtype=float)
 
-    def chat(self, conversations, params, progress=None):
+    def chat(self, conversations, params, progress=None, guides=None):
         scores = self.score(conversations, list(KEYWORDS))
         return [Completion(f"这条新闻属于{list(KEYWORDS)[int(row.argmax())]}类别") for row in scores]
 
@@ -79,7 +79,7 @@ def test_run_writes_the_whole_run_folder(tmp_path, fake_model):
     assert json.loads((folder / "checks.json").read_text())["n_valid"] == 3
     report = (folder / "report.md").read_text()
     assert "## Results (6 eval examples)" in report and "accuracy >= 0.5" in report
-    assert "The best LLM row, zero_shot (100.0%), beats the best TF-IDF baseline, baseline (66.7%)" in report
+    assert "The best LLM row, zero_shot (100.0% accuracy), beats the best TF-IDF+LR baseline, baseline (66.7%)" in report
 
 
 def test_failed_gate_exits_1_and_says_so(tmp_path, fake_model):

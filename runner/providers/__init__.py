@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from runner.cache import ResponseCache
-
 Message = dict[str, str]
 Conversation = list[Message]
 Progress = Callable[[int], None]  # called with the number of items just finished
@@ -83,9 +81,13 @@ class Provider(ABC):
 
     @abstractmethod
     def chat(
-        self, conversations: Sequence[Conversation], params: dict[str, Any], progress: Progress | None = None
+        self,
+        conversations: Sequence[Conversation],
+        params: dict[str, Any],
+        progress: Progress | None = None,
+        guides: Sequence[Any] | None = None,
     ) -> list[Completion]:
-        """One assistant reply per conversation."""
+        """One assistant reply per conversation; `guides` (one per conversation) restrict what may be decoded."""
 
     def score(
         self, conversations: Sequence[Conversation], answers: Sequence[str], progress: Progress | None = None
@@ -126,14 +128,3 @@ class Provider(ABC):
 
     def delete_model(self, model: str) -> None:
         raise NotImplementedError(f"provider {self.name!r} cannot fine-tune")
-
-
-def open_provider(config: dict[str, Any], cache: ResponseCache | None = None) -> Provider:
-    """The provider a spec's `provider` section names (loading the model if local)."""
-    if config["name"] == "local":
-        from runner.providers.local import LocalProvider
-
-        return LocalProvider(config["model"], batch_size=config["batch_size"])
-    from runner.providers.remote import ChatAPIProvider
-
-    return ChatAPIProvider(config, cache)

@@ -20,9 +20,11 @@ import torch
 from rich.console import Console
 from transformers.utils import logging as hf_logging
 
+from runner import cache_root
 from runner.errors import InvalidInput, RuntimeFailure
+from runner.lm import LoadedModel, encode_batch, prompt_text, score_answers
 from runner.providers import Checkpoint, Completion, Conversation, Job, JobEvent, Progress, Provider
-from runner.registry import LocalRegistry, cache_root
+from runner.registry import LocalRegistry
 
 # Our own rich progress and status lines replace transformers' tqdm bars and load-time chatter.
 hf_logging.disable_progress_bar()
@@ -37,6 +39,20 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_model_ref(ref: str) -> None:
+    """What resolve_model would refuse, found without loading or converting anything."""
+    path = Path(ref).expanduser()
+    if ref in EMBEDDED_MODELS or path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
+        return
+    if LocalRegistry().find(ref):
+        return
+    raise InvalidInput(
+        f"model {ref!r} is neither an embedded model ({', '.join(EMBEDDED_MODELS)}), a model folder, a .gguf file "
+        "nor a model fine-tuned here (specrun models list)",
+        where="provider.model",
+    )
 
 
 def resolve_model(ref: str) -> tuple[Path, dict[str, Any]]:
@@ -87,13 +103,6 @@ def _converted(gguf: Path, sha: str) -> Path:
     return target
 
 
-def output_logits(lm, hidden: torch.Tensor) -> torch.Tensor:
-    """fp32 logits for the given hidden states only, with the model's final softcapping if it has one."""
-    logits = lm.get_output_embeddings()(hidden).float()
-    softcap = getattr(lm.config, "final_logit_softcapping", None)
-    return torch.tanh(logits / softcap) * softcap if softcap else logits
-
-
 class LocalProvider(Provider):
     """The embedded model, a model folder, a .gguf file, or a model fine-tuned here (registry id)."""
 
@@ -121,6 +130,11 @@ class LocalProvider(Provider):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @property
+    def loaded(self) -> LoadedModel:
+        """The model as the trainer and the scorer take it (LoRA layers injected in place stay visible)."""
+        return LoadedModel(self.lm, self.tokenizer, self.device)
 
     def _apply_fine_tuning(self, record: dict[str, Any]) -> None:
         """Load the job's newest checkpoint: a LoRA adapter merged into the weights, or full weights."""
@@ -176,82 +190,15 @@ class LocalProvider(Provider):
     def drive(self, job_id: str, console: Console) -> None:
         from runner.training import Trainer
 
-        Trainer(self, self.registry, job_id, console).run()
+        Trainer(self.loaded, self.registry, job_id, console).run()
 
     def prompt_text(self, conversation: Conversation) -> str:
-        """The text the model continues: its chat template if it has one, else the contents joined.
+        return prompt_text(self.tokenizer, conversation)
 
-        gemma-3-270m is a base model without a chat template, so the seed prompt (ending in
-        "类别：") is continued directly by the answer.
-        """
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-        return "\n\n".join(message["content"] for message in conversation)
-
-    def _encode_batch(self, conversations: Sequence[Conversation]) -> dict[str, torch.Tensor]:
-        texts = [self.prompt_text(conversation) for conversation in conversations]
-        has_bos_in_template = bool(self.tokenizer.chat_template)
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not has_bos_in_template)
-        mask = batch["attention_mask"]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return {"input_ids": batch["input_ids"], "attention_mask": mask, "position_ids": positions}
-
-    @torch.inference_mode()
     def score(
         self, conversations: Sequence[Conversation], answers: Sequence[str], progress: Progress | None = None
     ) -> np.ndarray:
-        """Sum of token log-probabilities of each answer after each prompt.
-
-        The prompt is run once per example; every answer's first token is read from that
-        single pass. Answers longer than one token continue from the prompt's KV cache,
-        repeated once per such answer, and the LM head (262k wide for gemma) is computed only
-        at the positions that are scored.
-        """
-        answer_ids = [self.tokenizer.encode(answer, add_special_tokens=False) for answer in answers]
-        if any(not ids for ids in answer_ids):
-            raise InvalidInput("a label name encodes to no tokens", where="labels")
-        first = torch.tensor([ids[0] for ids in answer_ids])
-        longer = [k for k, ids in enumerate(answer_ids) if len(ids) > 1]
-        scores = np.zeros((len(conversations), len(answers)), dtype=np.float32)
-        for start in range(0, len(conversations), self.batch_size):
-            chunk = conversations[start : start + self.batch_size]
-            inputs = {k: v.to(self.device) for k, v in self._encode_batch(chunk).items()}
-            out = self.lm.get_decoder()(**inputs, use_cache=bool(longer))
-            last_hidden = out.last_hidden_state[:, -1]
-            logprobs = torch.log_softmax(output_logits(self.lm, last_hidden), dim=-1)
-            batch_scores = logprobs[:, first.to(self.device)]
-            if longer:
-                batch_scores[:, longer] += self._continuations(out.cache, inputs, answer_ids, longer)
-            scores[start : start + len(chunk)] = batch_scores.float().cpu().numpy()
-            if progress:
-                progress(len(chunk))
-        return scores
-
-    def _continuations(self, cache, inputs, answer_ids, longer) -> torch.Tensor:
-        """Log-probability of tokens 2..n of each multi-token answer, batched over (example, answer)."""
-        n_examples, n_longer = inputs["input_ids"].shape[0], len(longer)
-        width = max(len(answer_ids[k]) for k in longer) - 1
-        feed = torch.zeros((n_longer, width), dtype=torch.long)
-        target = torch.zeros((n_longer, width), dtype=torch.long)
-        valid = torch.zeros((n_longer, width), dtype=torch.bool)
-        for row, k in enumerate(longer):
-            ids = answer_ids[k]
-            feed[row, : len(ids) - 1] = torch.tensor(ids[:-1])
-            target[row, : len(ids) - 1] = torch.tensor(ids[1:])
-            valid[row, : len(ids) - 1] = True
-        cache.batch_repeat_interleave(n_longer)
-        feed, target, valid = (t.repeat(n_examples, 1).to(self.device) for t in (feed, target, valid))
-        prompt_mask = inputs["attention_mask"].repeat_interleave(n_longer, dim=0)
-        mask = torch.cat([prompt_mask, torch.ones_like(feed)], dim=1)
-        start = inputs["attention_mask"].sum(-1).repeat_interleave(n_longer)
-        positions = start[:, None] + torch.arange(width, device=self.device)
-        hidden = self.lm.get_decoder()(
-            input_ids=feed, attention_mask=mask, position_ids=positions, cache=cache
-        ).last_hidden_state
-        logprobs = torch.log_softmax(output_logits(self.lm, hidden[valid]), dim=-1)
-        picked = torch.zeros(valid.shape, dtype=logprobs.dtype, device=self.device)
-        picked[valid] = logprobs.gather(-1, target[valid][:, None]).squeeze(-1)
-        return picked.sum(-1).view(n_examples, n_longer)
+        return score_answers(self.loaded, conversations, answers, self.batch_size, progress)
 
     @torch.inference_mode()
     def embed(self, texts: Sequence[str]) -> np.ndarray:
@@ -272,15 +219,32 @@ class LocalProvider(Provider):
 
     @torch.inference_mode()
     def chat(
-        self, conversations: Sequence[Conversation], params: dict[str, Any], progress: Progress | None = None
+        self,
+        conversations: Sequence[Conversation],
+        params: dict[str, Any],
+        progress: Progress | None = None,
+        guides: Sequence[Any] | None = None,
     ) -> list[Completion]:
-        """Greedy (or sampled, if temperature > 0) continuation of each prompt."""
+        """Greedy (or sampled, if temperature > 0) continuation of each prompt; with guides, guided decoding."""
+        from transformers import LogitsProcessorList
+
+        from runner.providers.guided import GuidedDecoding, TokenPieces
+
         completions = []
         temperature = float(params.get("temperature", 0))
+        if guides is not None and not hasattr(self, "_pieces"):
+            self._pieces = TokenPieces(self.tokenizer)
         for start in range(0, len(conversations), self.batch_size):
             chunk = conversations[start : start + self.batch_size]
-            inputs = {k: v.to(self.device) for k, v in self._encode_batch(chunk).items()}
+            inputs = {k: v.to(self.device) for k, v in encode_batch(self.tokenizer, chunk).items()}
             inputs.pop("position_ids")
+            prompt_width = inputs["input_ids"].shape[1]
+            processors = None
+            if guides is not None:
+                guided = GuidedDecoding(
+                    guides[start : start + self.batch_size], self._pieces, prompt_width, self.tokenizer.eos_token_id
+                )
+                processors = LogitsProcessorList([guided])
             output = self.lm.generate(
                 **inputs,
                 max_new_tokens=int(params.get("max_tokens", 16)),
@@ -289,8 +253,9 @@ class LocalProvider(Provider):
                 top_p=params.get("top_p") if temperature > 0 else None,
                 top_k=None,
                 pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+                logits_processor=processors,
             )
-            prompt_width = inputs["input_ids"].shape[1]
             for row, ids in enumerate(output[:, prompt_width:]):
                 text = self.tokenizer.decode(ids, skip_special_tokens=True)
                 usage = {

@@ -13,7 +13,7 @@ _PREFIX = re.compile(r"^(类别|分类|答案|回答|标签|主题|category|labe
 _EDGE = "\"'`“”‘’「」『』《》【】()（）[]<>*#.,;:!?。，、；：！？ \t"
 
 
-def _fold(text: str) -> str:
+def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
 
 
@@ -31,8 +31,8 @@ def normalize_answer(answer: str, label_names: dict[str, str]) -> str | None:
 
 
 def _match(text: str, label_names: dict[str, str]) -> str | None:
-    cleaned = _fold(_PREFIX.sub("", _fold(text).strip(_EDGE))).strip(_EDGE)
-    spellings = {label: {_fold(label), _fold(name)} for label, name in label_names.items()}
+    cleaned = fold(_PREFIX.sub("", fold(text).strip(_EDGE))).strip(_EDGE)
+    spellings = {label: {fold(label), fold(name)} for label, name in label_names.items()}
     for label, forms in spellings.items():
         if cleaned in forms:
             return label

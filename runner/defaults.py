@@ -1,0 +1,92 @@
+"""Every spec default, in one place: the schema's `default` keywords, plus the few that depend on
+other keys (written out below, each with its reason).
+
+The schema is the home because it is also the documentation (`specrun` users read it and the
+README points at it); tests/test_defaults.py checks that what the schema and the README say is
+what a loaded spec gets.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from runner import PROJECT_ROOT
+
+SCHEMA_PATH = PROJECT_ROOT / "schemas" / "spec.schema.json"
+DEFAULT_LOCAL_MODEL = "gemma-3-270m"
+REMOTE_ONLY = ("concurrency", "timeout_s", "max_retries")  # provider keys a local model has no use for
+FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+def apply_defaults(doc: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Fill `doc` in place: schema defaults first, then the defaults that depend on other keys."""
+    given_provider_keys = set(doc.get("provider") or {})
+    _fill(doc, schema, schema)
+    task = doc["task"]
+    provider = doc["provider"]
+    local = provider["name"] == "local"
+    if local:
+        provider.setdefault("model", DEFAULT_LOCAL_MODEL)
+        for key in set(REMOTE_ONLY) - given_provider_keys:
+            provider.pop(key, None)
+    provider["params"].setdefault("max_tokens", 128 if task == "extraction" else 16)  # a JSON answer is longer
+    data = doc.setdefault("data", {})
+    if task == "extraction":
+        data.setdefault("text_fields", ["text"])
+    if "path" in data:
+        data.setdefault("format", FORMAT_BY_SUFFIX.get(Path(data["path"]).suffix.lower(), "jsonl"))
+    for split in doc["splits"].values():
+        if "path" in split:
+            split.setdefault("take", "first")  # a file of its own: all of its rows unless n says otherwise
+    evaluation = doc["evaluation"]
+    # Label scoring needs a closed answer set and token log-probabilities: classification, local model.
+    evaluation.setdefault("method", "score" if task == "classification" and local else "generate")
+    evaluation.setdefault("calibration", "mean" if evaluation["method"] == "score" else "none")
+    if task == "extraction":
+        evaluation.setdefault("constrained", True)
+    fine_tune = doc["fine_tune"]
+    if local and fine_tune["enabled"]:
+        _fill(fine_tune.setdefault("local", {}), schema["properties"]["fine_tune"]["properties"]["local"], schema)
+
+
+def _fill(node: dict[str, Any], schema_node: dict[str, Any], root: dict[str, Any]) -> None:
+    schema_node = _resolve(schema_node, root)
+    for key, child in schema_node.get("properties", {}).items():
+        child = _resolve(child, root)
+        if key not in node and "default" in child:
+            node[key] = copy.deepcopy(child["default"])
+        if isinstance(node.get(key), dict):
+            _fill(node[key], child, root)
+    extra = schema_node.get("additionalProperties")
+    if isinstance(extra, dict) and "$ref" in extra:
+        for value in node.values():
+            if isinstance(value, dict):
+                _fill(value, extra, root)
+
+
+def _resolve(schema_node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = schema_node.get("$ref")
+    if not ref:
+        return schema_node
+    target: Any = root
+    for part in ref.removeprefix("#/").split("/"):
+        target = target[part]
+    return target
+
+
+def documented_defaults(schema: dict[str, Any]) -> list[tuple[tuple[str, ...], Any]]:
+    """(key path, default) for every `default` in the schema, for the test that keeps docs honest."""
+    found: list[tuple[tuple[str, ...], Any]] = []
+
+    def walk(node: dict[str, Any], path: tuple[str, ...]) -> None:
+        node = _resolve(node, schema)
+        for key, child in node.get("properties", {}).items():
+            resolved = _resolve(child, schema)
+            if "default" in resolved:
+                found.append(((*path, key), resolved["default"]))
+            walk(resolved, (*path, key))
+
+    walk(schema, ())
+    return found

@@ -1,0 +1,128 @@
+"""Task types: everything that differs between classification and extraction lives behind `Task`.
+
+Modelled on lm-evaluation-harness's task contract (doc_to_text / doc_to_target / process_results /
+aggregation): the pipeline, evaluation, gates and report ask the task and never branch on its
+type. Adding a task type is adding one package here and one line to `TASK_TYPES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+Where = Callable[..., str]  # spec.where: key path -> "spec.yaml:12: key.path"
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str  # stable across runs: the row's line in its file
+    text: str
+    gold: Any  # classification: the dataset label; extraction: a tuple of Entity
+    record: dict[str, Any]  # the raw row, for templates
+
+
+@dataclass
+class Decoded:
+    """What one evaluation mode produced: predictions per result row, and fields per example."""
+
+    rows: dict[str, list[Any]]  # row name -> one prediction per eval example
+    fields: list[dict[str, Any]]  # per example: extra fields for predictions.jsonl
+
+
+class Task(ABC):
+    """One task type, configured by a spec."""
+
+    name: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]  # what gates may name
+    primary_metric: ClassVar[str]  # the headline figure: verdicts, tables
+    methods: ClassVar[tuple[str, ...]]  # evaluation methods it supports
+    baseline_name: ClassVar[str]  # e.g. "TF-IDF+LR"
+
+    def __init__(self, doc: dict[str, Any]):
+        self.doc = doc
+
+    @classmethod
+    @abstractmethod
+    def check_spec(cls, doc: dict[str, Any], where: Where) -> None:
+        """Task-specific semantic checks of a loaded spec (exit 2 naming the key)."""
+
+    # Data
+    @abstractmethod
+    def read_example(self, row: Any, fmt: str, where: str, example_id: str) -> Example | None:
+        """One dataset row as an Example, None when the spec excludes it; InvalidInput naming `where`."""
+
+    def stratum(self, example: Example) -> str:
+        """What stratified splits and balanced few-shot keep in proportion."""
+        return ""
+
+    # Prompts
+    @abstractmethod
+    def prompt_variables(self) -> dict[str, Any]:
+        """Template variables shared by every example (label list, entity types...)."""
+
+    @abstractmethod
+    def target(self, example: Example) -> str:
+        """The answer a model should give: the assistant message in train.jsonl."""
+
+    def shot(self, example: Example) -> dict[str, Any]:
+        """A few-shot example as the template's `examples` items see it."""
+        return {"text": example.text, "answer": self.target(example)}
+
+    def answers(self) -> list[str] | None:
+        """The closed answer set `method: score` ranks, or None when answers are open."""
+        return None
+
+    # Evaluation
+    @abstractmethod
+    def decode(self, examples: list[Example], outputs: dict[str, dict[str, Any]], mode: str) -> Decoded:
+        """Turn raw model outputs (label scores or generated text) into predictions."""
+
+    @abstractmethod
+    def score(self, examples: list[Example], predicted: list[Any]) -> dict[str, Any]:
+        """Metrics of one result row: every name in `metrics`, plus the counts behind them."""
+
+    @abstractmethod
+    def baseline(self, train: list[Example], evaluation: list[Example]) -> list[Any]:
+        """The classical rival's predictions for `evaluation`, trained on `train`."""
+
+    def gold_field(self, example: Example) -> Any:
+        """The gold answer as predictions.jsonl records it."""
+        return example.gold
+
+    def prediction_field(self, predicted: Any) -> Any:
+        return predicted
+
+    # Report
+    @abstractmethod
+    def table_columns(self) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+        """(header, cell) pairs for the results table, after `row` and `what`."""
+
+    @abstractmethod
+    def report_section(self, metrics: dict[str, Any], row: str, records: list[dict[str, Any]]) -> list[str]:
+        """Markdown lines about the primary row: per class or per type, errors with examples."""
+
+    def generation_guide(self, example: Example) -> Any:
+        """An object that restricts what a local model may generate for this example, or None."""
+        return None
+
+
+TASK_TYPES = {
+    "classification": "runner.tasks.classification:ClassificationTask",
+    "extraction": "runner.tasks.extraction:ExtractionTask",
+}
+
+
+def task_class(name: str) -> type[Task]:
+    module, _, attribute = TASK_TYPES[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def make_task(doc: dict[str, Any]) -> Task:
+    return task_class(doc["task"])(doc)
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.1f}%"

@@ -1,0 +1,156 @@
+"""Single-label classification: one dataset label per example, answered as its display name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from runner.errors import InvalidInput
+from runner.tasks import Decoded, Example, Task, Where, pct
+from runner.tasks.classification.baseline import baseline_predictions
+from runner.tasks.classification.metrics import classification_metrics
+from runner.tasks.classification.normalize import fold, normalize_answer
+
+
+class ClassificationTask(Task):
+    name = "classification"
+    metrics = ("accuracy", "macro_f1", "invalid_rate")
+    primary_metric = "accuracy"
+    methods = ("score", "generate")
+    baseline_name = "TF-IDF+LR"
+
+    def __init__(self, doc: dict[str, Any]):
+        super().__init__(doc)
+        self.labels: dict[str, str] = doc["labels"]
+        self.data = doc["data"]
+        self.calibration = doc["evaluation"]["calibration"]
+
+    @classmethod
+    def check_spec(cls, doc: dict[str, Any], where: Where) -> None:
+        labels = doc["labels"]
+        if len(labels) < 2:
+            raise InvalidInput("classification needs at least two labels", where=where("labels"))
+        folded: dict[str, str] = {}
+        for label, name in labels.items():
+            for form in {fold(label), fold(name)}:
+                if form in folded and folded[form] != label:
+                    raise InvalidInput(
+                        f"labels {folded[form]!r} and {label!r} read the same once case and width are folded "
+                        f"({form!r}); answers could not tell them apart",
+                        where=where("labels", label),
+                    )
+                folded[form] = label
+        for label in doc["data"].get("exclude_labels", []):
+            if label in labels:
+                raise InvalidInput(f"{label!r} is both excluded and in labels", where=where("data", "exclude_labels"))
+        for key in ("entities",):
+            if key in doc:
+                raise InvalidInput(f"{key} is for task: extraction", where=where(key))
+        if doc["data"].get("format") in ("cluener", "entities", "prompt_completion"):
+            raise InvalidInput(
+                f"format {doc['data']['format']} holds entities; classification reads jsonl, json or csv",
+                where=where("data", "format"),
+            )
+
+    def read_example(self, row: Any, fmt: str, where: str, example_id: str) -> Example | None:
+        if not isinstance(row, dict):
+            raise InvalidInput(f"expected an object with fields, got {type(row).__name__}", where=where)
+        for field in (*self.data["text_fields"], self.data["label_field"]):
+            if field not in row:
+                raise InvalidInput(f"missing field {field!r} (fields here: {', '.join(map(str, row))})", where=where)
+        label = row[self.data["label_field"]]
+        if isinstance(label, (dict, list)) or label is None:
+            raise InvalidInput(f"label field {self.data['label_field']!r} holds {label!r}, not a label", where=where)
+        label = str(label)
+        if label in self.data["exclude_labels"]:
+            return None
+        if label not in self.labels:
+            raise InvalidInput(
+                f"label {label!r} is not in the spec's labels; add it there or to data.exclude_labels", where=where
+            )
+        return Example(id=example_id, text=join_text(row, self.data["text_fields"], where), gold=label, record=row)
+
+    def stratum(self, example: Example) -> str:
+        return example.gold
+
+    def prompt_variables(self) -> dict[str, Any]:
+        return {"labels": list(self.labels.values())}
+
+    def target(self, example: Example) -> str:
+        return self.labels[example.gold]
+
+    def shot(self, example: Example) -> dict[str, Any]:
+        return {"text": example.text, "label": self.labels[example.gold], "answer": self.labels[example.gold]}
+
+    def answers(self) -> list[str]:
+        return list(self.labels.values())
+
+    def decode(self, examples: list[Example], outputs: dict[str, dict[str, Any]], mode: str) -> Decoded:
+        labels = list(self.labels)
+        fields: list[dict[str, Any]] = [{} for _ in examples]
+        rows: dict[str, list[Any]] = {}
+        if "scores" in outputs[examples[0].id]:
+            scores = np.array([outputs[e.id]["scores"] for e in examples])
+            raw = [labels[i] for i in scores.argmax(axis=1)]
+            if self.calibration == "mean":
+                calibrated = scores - scores.mean(axis=0, keepdims=True)
+                rows[mode] = [labels[i] for i in calibrated.argmax(axis=1)]
+                rows[f"{mode}_uncalibrated"] = raw
+            else:
+                rows[mode] = raw
+            for field, score in zip(fields, scores, strict=True):
+                field[f"{mode}_scores"] = dict(zip(labels, score.round(4).tolist(), strict=True))
+        else:
+            rows[mode] = [normalize_answer(outputs[e.id]["text"], self.labels) for e in examples]
+            for field, example in zip(fields, examples, strict=True):
+                field[f"{mode}_answer"] = outputs[example.id]["text"]
+        return Decoded(rows=rows, fields=fields)
+
+    def score(self, examples: list[Example], predicted: list[Any]) -> dict[str, Any]:
+        return classification_metrics([e.gold for e in examples], predicted, list(self.labels))
+
+    def baseline(self, train: list[Example], evaluation: list[Example]) -> list[Any]:
+        return baseline_predictions(train, evaluation)
+
+    def table_columns(self) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+        return [
+            ("accuracy", lambda m: pct(m["accuracy"])),
+            ("macro-F1", lambda m: pct(m["macro_f1"])),
+            ("invalid", lambda m: str(m["invalid"])),
+        ]
+
+    def report_section(self, metrics: dict[str, Any], row: str, records: list[dict[str, Any]]) -> list[str]:
+        names = self.labels
+        lines = [
+            f"## Per class ({row})",
+            "",
+            "| label | name | precision | recall | F1 | support |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for label, scores in metrics["per_class"].items():
+            lines.append(
+                f"| {label} | {names.get(label, label)} | {scores['precision']:.2f} | {scores['recall']:.2f} | "
+                f"{scores['f1']:.2f} | {scores['support']} |"
+            )
+        confusion = metrics["confusion"]
+        short = [names.get(label, label) for label in confusion["labels"]]
+        lines += ["", f"Confusion matrix ({row}; rows gold, columns predicted):", ""]
+        lines += ["| gold \\ predicted | " + " | ".join(short) + " |", "|---" * (len(short) + 1) + "|"]
+        for name, counts in zip(short, confusion["matrix"], strict=True):
+            lines.append(f"| {name} | " + " | ".join(str(c) if c else "·" for c in counts) + " |")
+        return [*lines, ""]
+
+
+def join_text(row: dict[str, Any], fields: list[str], where: str) -> str:
+    """The template's `text`: the named fields joined by newlines; a missing or null text is a data error."""
+    parts = []
+    for field in fields:
+        value = row.get(field)
+        if value is None:
+            raise InvalidInput(f"field {field!r} is null; it must hold text", where=where)
+        if isinstance(value, (dict, list)):
+            raise InvalidInput(f"field {field!r} holds a {type(value).__name__}, not text", where=where)
+        parts.append(str(value))
+    return "\n".join(parts)

@@ -1,0 +1,247 @@
+"""Entity extraction (NER): the model answers {type name: [entity strings]}, scored on (type, span).
+
+Rows come as CLUENER2020 ({text, label: {type: {entity: [[start, end_inclusive], ...]}}}), plain
+entity lists ({text, entities: [{type, text, start, end}]}, end exclusive), or the legacy
+{prompt, completion} JSONL. Every span is checked against its text while reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from runner.errors import InvalidInput
+from runner.tasks import Decoded, Example, Task, Where, pct
+from runner.tasks.classification import join_text
+from runner.tasks.extraction.answer import AnswerGuide, Entity, locate, parse, render
+from runner.tasks.extraction.baseline import crf_predictions
+from runner.tasks.extraction.metrics import entity_metrics
+
+ROW_FORMATS = ("cluener", "entities", "prompt_completion")
+LEGACY_MARKER = "Text:"  # the notebook's prompt: 请抽取给定Text中的实体…\nText:<文本>\n
+
+
+class ExtractionTask(Task):
+    name = "extraction"
+    metrics = ("entity_f1", "entity_precision", "entity_recall", "macro_f1", "invalid_rate", "hallucination_rate")
+    primary_metric = "entity_f1"
+    methods = ("generate",)
+    baseline_name = "char CRF"
+
+    def __init__(self, doc: dict[str, Any]):
+        super().__init__(doc)
+        self.types: dict[str, dict[str, str]] = {
+            t: ({"name": v, "description": ""} if isinstance(v, str) else {"description": "", **v})
+            for t, v in doc["entities"].items()
+        }
+        self.names = {t: v["name"] for t, v in self.types.items()}
+        self.ignored = set(doc["data"].get("ignore_types", []))
+        self.text_fields = doc["data"]["text_fields"]
+
+    @classmethod
+    def check_spec(cls, doc: dict[str, Any], where: Where) -> None:
+        if "labels" in doc:
+            raise InvalidInput("labels is for task: classification; extraction names its types in entities",
+                               where=where("labels"))  # fmt: skip
+        names = [v if isinstance(v, str) else v["name"] for v in doc["entities"].values()]
+        for name in names:
+            if names.count(name) > 1:
+                raise InvalidInput(f"two entity types share the name {name!r}", where=where("entities"))
+            if any(char in name for char in '"\\{}[]'):
+                raise InvalidInput(f"entity name {name!r} may not contain quotes, brackets or backslashes",
+                                   where=where("entities"))  # fmt: skip
+        for entity_type in doc["data"].get("ignore_types", []):
+            if entity_type in doc["entities"]:
+                raise InvalidInput(f"{entity_type!r} is both ignored and in entities", where=where("data", "ignore_types"))
+        evaluation = doc["evaluation"]
+        if evaluation["method"] != "generate":
+            raise InvalidInput("extraction answers are generated (method: generate); score ranks a closed label set",
+                               where=where("evaluation", "method"))  # fmt: skip
+        if evaluation["calibration"] != "none":
+            raise InvalidInput("calibration applies to label scores; extraction has none",
+                               where=where("evaluation", "calibration"))  # fmt: skip
+        for key_path, fmt in [(("data",), doc["data"].get("format"))] + [
+            (("splits", name), split.get("format")) for name, split in doc["splits"].items()
+        ]:
+            if fmt == "csv":
+                raise InvalidInput(
+                    f"extraction reads JSON lines ({', '.join(ROW_FORMATS)}, detected from the rows) or a JSON array",
+                    where=where(*key_path, "format"),
+                )
+
+    # Data
+    def read_example(self, row: Any, fmt: str, where: str, example_id: str) -> Example | None:
+        if not isinstance(row, dict):
+            raise InvalidInput(f"expected an object with fields, got {type(row).__name__}", where=where)
+        fmt = fmt if fmt in ROW_FORMATS else detect_format(row, where)
+        if fmt == "prompt_completion":
+            return self._legacy(row, where, example_id)
+        text = join_text(row, self.text_fields, where)
+        raw = _cluener_entities(row, where) if fmt == "cluener" else _listed_entities(row, where)
+        entities = []
+        for entity_type, string, start, end in raw:
+            if entity_type in self.ignored:
+                continue
+            if entity_type not in self.types:
+                raise InvalidInput(
+                    f"entity type {entity_type!r} is not in the spec's entities; add it there or to data.ignore_types",
+                    where=where,
+                )
+            if not (0 <= start < end <= len(text)):
+                raise InvalidInput(f"span [{start}, {end}) of {string!r} is outside the text ({len(text)} characters)",
+                                   where=where)  # fmt: skip
+            if text[start:end] != string:
+                raise InvalidInput(f"span [{start}, {end}) reads {text[start:end]!r}, not {string!r}", where=where)
+            entities.append(Entity(start, end, entity_type, string))
+        return Example(id=example_id, text=text, gold=tuple(sorted(set(entities))), record=row)
+
+    def _legacy(self, row: dict[str, Any], where: str, example_id: str) -> Example:
+        for field in ("prompt", "completion"):
+            if not isinstance(row.get(field), str):
+                raise InvalidInput(f"a prompt_completion row needs a string {field!r}", where=where)
+        prompt = row["prompt"]
+        text = prompt.rsplit(LEGACY_MARKER, 1)[1].strip() if LEGACY_MARKER in prompt else prompt.strip()
+        parsed = parse(row["completion"], self.names)
+        if parsed is None:
+            raise InvalidInput('completion is not an entity object such as {"人名": ["张三"]}', where=where)
+        if parsed.unknown_types:
+            raise InvalidInput(f"completion names unknown entity type {parsed.unknown_types[0]!r}", where=where)
+        spans, missing = locate(parsed.entities, text)
+        if missing:
+            raise InvalidInput(f"completion names {missing[0]!r}, which is not in the text", where=where)
+        entities = tuple(sorted(Entity(s, e, t, text[s:e]) for t, s, e in spans))
+        return Example(id=example_id, text=text, gold=entities, record={**row, "text": text})
+
+    # Prompts
+    def prompt_variables(self) -> dict[str, Any]:
+        shape = "{" + ", ".join(f'"{name}": ["…"]' for name in self.names.values()) + "}"
+        return {"entity_types": list(self.types.values()), "answer_format": shape}
+
+    def target(self, example: Example) -> str:
+        return render(example.gold, self.names)
+
+    def generation_guide(self, example: Example) -> AnswerGuide | None:
+        if self.doc["provider"]["name"] != "local":
+            return None
+        return AnswerGuide(example.text, list(self.names.values()), strict=self.doc["evaluation"]["constrained"])
+
+    # Evaluation
+    def decode(self, examples: list[Example], outputs: dict[str, dict[str, Any]], mode: str) -> Decoded:
+        predictions, fields = [], []
+        for example in examples:
+            answer = outputs[example.id]["text"]
+            predictions.append(self.read_answer(answer, example.text))
+            fields.append({f"{mode}_answer": answer})
+        return Decoded(rows={mode: predictions}, fields=fields)
+
+    def read_answer(self, answer: str, text: str) -> dict[str, Any]:
+        parsed = parse(answer, self.names)
+        if parsed is None:
+            return {"spans": [], "invalid": True, "hallucinated": [], "unknown_types": [], "n_strings": 0}
+        spans, hallucinated = locate(parsed.entities, text)
+        return {
+            "spans": [list(span) for span in sorted(spans, key=lambda s: (s[1], s[2], s[0]))],
+            "invalid": False,
+            "hallucinated": hallucinated,
+            "unknown_types": parsed.unknown_types,
+            "n_strings": sum(len(strings) for strings in parsed.entities.values()),
+        }
+
+    def gold_field(self, example: Example) -> list[list[Any]]:
+        return [[e.type, e.start, e.end, e.text] for e in example.gold]
+
+    def score(self, examples: list[Example], predicted: list[Any]) -> dict[str, Any]:
+        gold = [self.gold_field(e) for e in examples]
+        return entity_metrics(gold, predicted, list(self.types), [e.text for e in examples])
+
+    def baseline(self, train: list[Example], evaluation: list[Example]) -> list[Any]:
+        return crf_predictions(train, evaluation)
+
+    # Report
+    def table_columns(self) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+        return [
+            ("entity F1", lambda m: pct(m["entity_f1"])),
+            ("P", lambda m: pct(m["entity_precision"])),
+            ("R", lambda m: pct(m["entity_recall"])),
+            ("macro-F1", lambda m: pct(m["macro_f1"])),
+            ("invalid", lambda m: str(m["invalid"])),
+            ("halluc.", lambda m: str(m["hallucinated"])),
+        ]
+
+    def report_section(self, metrics: dict[str, Any], row: str, records: list[dict[str, Any]]) -> list[str]:
+        lines = [
+            f"## Per type ({row})",
+            "",
+            f"Strict (type, span) matching: {metrics['tp']} correct, {metrics['fp']} spurious or mistyped, "
+            f"{metrics['fn']} missed; {metrics['invalid']} unreadable answers, {metrics['hallucinated']} entities "
+            f"not in their text, {metrics['unknown_types']} unknown types dropped.",
+            "",
+            "| type | name | precision | recall | F1 | support | missed | spurious | wrong type | wrong boundary |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for entity_type, found in metrics["per_type"].items():
+            errors = found["errors"]
+            lines.append(
+                f"| {entity_type} | {self.names[entity_type]} | {found['precision']:.2f} | {found['recall']:.2f} | "
+                f"{found['f1']:.2f} | {found['support']} | {errors.get('missed', 0)} | {errors.get('spurious', 0)} | "
+                f"{errors.get('wrong_type', 0)} | {errors.get('wrong_boundary', 0)} |"
+            )
+        lines += ["", f"Most frequent errors per type ({row}), with examples:", ""]
+        for entity_type, found in metrics["per_type"].items():
+            ranked = sorted(found["errors"].items(), key=lambda item: -item[1])[:2]
+            if ranked:
+                shown = "; ".join(
+                    f"{kind.replace('_', ' ')} ×{count}: " + ", ".join(f"「{x}」" for x in found["error_examples"][kind])
+                    for kind, count in ranked
+                )
+                lines.append(f"- {self.names[entity_type]}: {shown}")
+        return [*lines, ""]
+
+
+def detect_format(row: dict[str, Any], where: str) -> str:
+    if isinstance(row.get("label"), dict):
+        return "cluener"
+    if isinstance(row.get("entities"), list):
+        return "entities"
+    if "prompt" in row and "completion" in row:
+        return "prompt_completion"
+    if "text" in row and "label" not in row and "entities" not in row:
+        return "cluener"  # CLUENER rows with no entities may omit label
+    raise InvalidInput(
+        "cannot tell the row's format: expected CLUENER {text, label}, {text, entities} or {prompt, completion}",
+        where=where,
+    )
+
+
+def _cluener_entities(row: dict[str, Any], where: str) -> list[tuple[str, str, int, int]]:
+    label = row.get("label") or {}
+    if not isinstance(label, dict):
+        raise InvalidInput("CLUENER label must be {type: {entity: [[start, end], ...]}}", where=where)
+    found = []
+    for entity_type, mentions in label.items():
+        if not isinstance(mentions, dict):
+            raise InvalidInput(f"label.{entity_type} must map entity text to spans", where=where)
+        for string, spans in mentions.items():
+            if not isinstance(spans, list) or not all(_is_span(span) for span in spans):
+                raise InvalidInput(f"label.{entity_type}.{string}: spans must be [[start, end_inclusive], ...]",
+                                   where=where)  # fmt: skip
+            found += [(entity_type, string, start, end + 1) for start, end in spans]
+    return found
+
+
+def _listed_entities(row: dict[str, Any], where: str) -> list[tuple[str, str, int, int]]:
+    found = []
+    for index, entity in enumerate(row.get("entities") or []):
+        if not (isinstance(entity, dict) and isinstance(entity.get("type"), str) and isinstance(entity.get("text"), str)
+                and _is_span([entity.get("start"), entity.get("end")])):  # fmt: skip
+            raise InvalidInput(f"entities[{index}] must be {{type, text, start, end}} with integer offsets", where=where)
+        found.append((entity["type"], entity["text"], entity["start"], entity["end"]))
+    return found
+
+
+def _is_span(span: Any) -> bool:
+    return (
+        isinstance(span, list)
+        and len(span) == 2
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in span)
+    )

@@ -1,0 +1,225 @@
+"""The extraction answer: one canonical JSON object {type name: [entity strings]}.
+
+`render` writes it (training targets, few-shot examples); `parse` reads what a model wrote,
+tolerating code fences, trailing prose, single quotes and full-width punctuation; `locate` maps
+the strings back to character spans; `AnswerGuide` tells a decoder which continuations keep the
+answer well formed with every entity a substring of the text (constrained decoding).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from runner.tasks.classification.normalize import fold
+
+
+@dataclass(frozen=True, order=True)
+class Entity:
+    start: int
+    end: int  # exclusive
+    type: str  # the dataset's type (a key of spec.entities)
+    text: str
+
+
+def render(entities: list[Entity] | tuple[Entity, ...], names: dict[str, str]) -> str:
+    """Types in spec order, only those present; each string once, in order of first occurrence."""
+    found: dict[str, list[str]] = {}
+    for entity in sorted(entities):
+        strings = found.setdefault(entity.type, [])
+        if entity.text not in strings:
+            strings.append(entity.text)
+    return json.dumps({names[t]: found[t] for t in names if t in found}, ensure_ascii=False)
+
+
+@dataclass
+class Parsed:
+    entities: dict[str, list[str]]  # dataset type -> strings, as the model wrote them
+    unknown_types: list[str]  # keys that name no extracted type (dropped)
+
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+_FULL_WIDTH = str.maketrans({"：": ":", "，": ",", "“": '"', "”": '"', "‘": "'", "’": "'", "｛": "{", "｝": "}",
+                             "【": "[", "】": "]", "［": "[", "］": "]"})  # fmt: skip
+
+
+def parse(answer: str, names: dict[str, str]) -> Parsed | None:
+    """The entities an answer names, or None when no JSON object can be read from it."""
+    fenced = _FENCE.search(answer)
+    text = fenced.group(1) if fenced else answer
+    obj = _first_object(text)
+    if obj is None:
+        obj = _first_object(text.translate(_FULL_WIDTH))
+    if not isinstance(obj, dict):
+        return None
+    by_name = {fold(name): entity_type for entity_type, name in names.items()}
+    by_name.update({fold(entity_type): entity_type for entity_type in names})
+    entities: dict[str, list[str]] = {}
+    unknown = []
+    for key, value in obj.items():
+        entity_type = by_name.get(fold(str(key)).strip())
+        if entity_type is None:
+            unknown.append(str(key))
+            continue
+        values = value if isinstance(value, list) else [value]
+        strings = entities.setdefault(entity_type, [])
+        for item in values:
+            if isinstance(item, str) and item.strip() and item.strip() not in strings:
+                strings.append(item.strip())
+    return Parsed(entities=entities, unknown_types=unknown)
+
+
+def _first_object(text: str) -> Any:
+    """The first {...} in text that parses as JSON (or a Python literal: single quotes), else None."""
+    start = text.find("{")
+    while start != -1:
+        end = _matching_brace(text, start)
+        if end is None:
+            return None
+        candidate = text[start : end + 1]
+        for attempt in (candidate, re.sub(r",\s*([}\]])", r"\1", candidate)):
+            try:
+                return json.loads(attempt)
+            except ValueError:
+                pass
+            try:
+                return ast.literal_eval(attempt)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                pass
+        start = text.find("{", start + 1)
+    return None
+
+
+def _matching_brace(text: str, start: int) -> int | None:
+    depth, quote, escaped = 0, None, False
+    for index in range(start, len(text)):
+        char = text[index]
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return index
+    return None
+
+
+def locate(parsed: dict[str, list[str]], text: str) -> tuple[set[tuple[str, int, int]], list[str]]:
+    """Spans (type, start, end exclusive) of every named string, and the strings not in the text.
+
+    A string is mapped to each of its occurrences, except those inside an occurrence of a longer
+    named string (「银行」 inside a named 「浙商银行」 is not a second entity).
+    """
+    occurrences: list[tuple[str, int, int]] = []
+    hallucinated = []
+    for entity_type, strings in parsed.items():
+        for string in strings:
+            found = [m.start() for m in re.finditer(re.escape(string), text)]
+            if not found:
+                hallucinated.append(string)
+            occurrences += [(entity_type, start, start + len(string)) for start in found]
+    spans = set()
+    for entity_type, start, end in occurrences:
+        inside_longer = any(
+            s <= start and end <= e and (e - s) > (end - start) for _, s, e in occurrences
+        )
+        if not inside_longer:
+            spans.add((entity_type, start, end))
+    return spans, hallucinated
+
+
+class AnswerGuide:
+    """A prefix checker for constrained decoding of `{"名": ["实体", ...], ...}`.
+
+    States are small tuples, so a decoder keeps one per row and asks `advance(state, piece)` for each
+    candidate token's text: None means the piece would break the answer. Keys are the extracted
+    types' display names, each at most once; strings are non-empty substrings of the input text.
+    """
+
+    START = ("start",)
+
+    def __init__(self, text: str, type_names: list[str], strict: bool = True):
+        self.text = text
+        self.names = type_names
+        self.strict = strict  # False: free generation, only stopped once an object is complete
+
+    def advance(self, state: tuple | None, piece: str) -> tuple | None:
+        if not self.strict:
+            return ("free", (state[1] if state and len(state) > 1 else "") + piece)
+        for char in piece:
+            if state is None:
+                return None
+            state = self._step(state, char)
+        return state
+
+    def done(self, state: tuple | None) -> bool:
+        if state is None:
+            return False
+        if state[0] == "free":
+            text = state[1]
+            start = text.find("{")
+            return (start != -1 and _matching_brace(text, start) is not None) or (start == -1 and "\n" in text.strip())
+        return state[0] == "end"
+
+    def _step(self, state: tuple, char: str) -> tuple | None:
+        kind = state[0]
+        if kind == "start":
+            return ("object", ()) if char == "{" else (state if char in " \n" else None)
+        if kind == "object":  # after "{" or after a value's "]": a key, "," or "}"
+            used = state[1]
+            if char == " ":
+                return state
+            if char == "}":
+                return ("end",)
+            if char == "," and used:
+                return ("object_comma", used)
+            if char == '"' and not used:
+                return ("key", used, "")
+            return None
+        if kind == "object_comma":
+            return state if char == " " else (("key", state[1], "") if char == '"' else None)
+        if kind == "key":
+            used, key = state[1], state[2]
+            if char == '"':
+                return ("colon", (*used, key)) if key in self.names and key not in used else None
+            candidate = key + char
+            return ("key", used, candidate) if any(n.startswith(candidate) for n in self.names if n not in used) else None
+        if kind == "colon":
+            if char == " ":
+                return state
+            return ("list_open", state[1]) if char == ":" else None
+        if kind == "list_open":
+            if char == " ":
+                return state
+            return ("list", state[1], False) if char == "[" else None
+        if kind == "list":  # inside [ ]: a string, "," between strings, or "]"
+            used, has_item = state[1], state[2]
+            if char == " ":
+                return state
+            if char == "]":
+                return ("object", used)
+            if char == "," and has_item:
+                return ("list_comma", used)
+            if char == '"' and not has_item:
+                return ("string", used, "")
+            return None
+        if kind == "list_comma":
+            return state if char == " " else (("string", state[1], "") if char == '"' else None)
+        if kind == "string":
+            used, value = state[1], state[2]
+            if char == '"':
+                return ("list", used, True) if value else None
+            candidate = value + char
+            return ("string", used, candidate) if candidate in self.text and char not in "\\\n" else None
+        return None  # "end": nothing may follow
