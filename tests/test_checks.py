@@ -121,3 +121,81 @@ def test_check_command_on_jsonl_exit_codes(tmp_path, capsys):
     assert main(["check", str(bad)]) == 2
     assert main(["check", str(tmp_path / "missing.jsonl")]) == 2
     assert main(["check", str(good), "--model", "llama-3"]) == 2
+
+
+# Issue 8: hostile and careless input to `specrun check`.
+
+TRICKY = [
+    "对给定文本进行分类，类别包括：科技、金融。\n\n给定文本：\n苹果发布新款手机芯片\n类别：",
+    "x。\n/y\nx.\n//y\n\n/*z",  # o200k joins "/" after punctuation + newlines: no cut before it
+    "。\n/路径\n。\n\n  x\n\t\ny\r\nz",
+    "line one\nline two\n\n\n's\n'll\n123456\n 7\n",
+    "\n\n\nstarts\nand ends\n\n",
+    "emoji 🙂\n🙂\u2028x\u2029\n\u0085y\n\x1cz",
+]
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4"])
+def test_token_counter_matches_tiktoken_on_multiline_text(model):
+    from runner.checks import TokenCounter
+
+    count, encoding = TokenCounter(model), encoding_for_model(model)
+    for text in TRICKY:
+        assert count(text) == len(encoding.encode_ordinary(text)), repr(text)
+        assert count(text) == len(encoding.encode_ordinary(text))  # second time from the memo
+
+
+def test_unicode_line_separators_inside_strings_do_not_split_examples(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "a\u2028b\u2029c\u0085d"}, GOOD["messages"][1]]}, GOOD]
+    checks = run_checks(write_jsonl(tmp_path / "t.jsonl", rows), "gpt-4o-mini")
+    assert (checks["n_examples"], checks["n_valid"], checks["format_errors"]) == (2, 2, {})
+
+
+def test_hostile_lines_are_format_errors_not_crashes(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [GOOD, {"messages": [{"role": ["x"], "content": "q"}, {"role": {}}]}])
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("[" * 100_000 + "\n")  # deeper than the JSON parser recurses
+        handle.write('{"n": ' + "9" * 5000 + "}\n")  # more digits than int() converts
+    checks = run_checks(path, "gpt-4o-mini")
+    assert checks["n_examples"] == 4 and checks["n_valid"] == 1
+    assert checks["format_errors"]["data_type"]["lines"] == [3, 4]
+    assert checks["format_errors"]["unrecognized_role"]["lines"] == [2]
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+def test_an_empty_file_fails_check(tmp_path, capsys, content):
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(content)
+    assert main(["check", str(path)]) == 2
+    assert "no examples" in capsys.readouterr().err
+
+
+def test_a_non_utf8_file_is_exit_2_naming_the_line(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "t.jsonl", [GOOD])
+    path.write_bytes(path.read_bytes() + '{"messages": "名"}\n'.encode("gbk"))
+    assert main(["check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "t.jsonl:2" in err and "UTF-8" in err and "Traceback" not in err
+
+
+def test_check_decides_spec_or_data_by_suffix_then_content(tmp_path, capsys):
+    from runner.checks import check_target_kind
+
+    upper = write_jsonl(tmp_path / "TRAIN.JSONL", [GOOD] * 3)
+    assert check_target_kind(upper) == "data"
+    assert main(["check", str(upper)]) == 0
+    text = write_jsonl(tmp_path / "train.txt", [GOOD] * 3)  # chat lines under another suffix
+    assert check_target_kind(text) == "data"
+    assert main(["check", str(text)]) == 0
+    spec_like = tmp_path / "spec.jsonl"  # a spec-looking name with a data suffix is data
+    spec_like.write_text("name: x\n", encoding="utf-8")
+    assert main(["check", str(spec_like)]) == 2
+    assert "data_type" in capsys.readouterr().err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("name: x\nlabels: {}\n", encoding="utf-8")
+    assert main(["check", str(notes)]) == 2
+    assert "cannot tell whether this is a spec or a chat JSONL" in capsys.readouterr().err
+    (tmp_path / "s.YML").write_text("x", encoding="utf-8")
+    assert check_target_kind(tmp_path / "s.YML") == "spec"
+    assert main(["check", str(tmp_path)]) == 2
+    assert main(["check", str(upper), "--set", "a=1"]) == 2
