@@ -127,7 +127,8 @@ def test_check_command_on_jsonl_exit_codes(tmp_path, capsys):
 
 TRICKY = [
     "对给定文本进行分类，类别包括：科技、金融。\n\n给定文本：\n苹果发布新款手机芯片\n类别：",
-    "x。\n/y\nx.\n//y\n\n/*z",  # o200k joins "/" after punctuation + newlines: no cut before it
+    "x。\n/y",  # o200k joins "/" after punctuation + newlines: no cut before it
+    "x.\n//y",
     "。\n/路径\n。\n\n  x\n\t\ny\r\nz",
     "line one\nline two\n\n\n's\n'll\n123456\n 7\n",
     "\n\n\nstarts\nand ends\n\n",
