@@ -8,6 +8,8 @@ One folder per job under ~/.cache/specrun/registry/ (SPECRUN_REGISTRY, or SPECRU
 The job's model id names the folder and can be used as `provider.model` in a later spec;
 it loads the newest checkpoint, so a cancelled or interrupted job still leaves a usable model.
 Nothing here loads a model: `specrun jobs` and `specrun models` stay instant.
+Records are checked as they are read: a damaged job.json or events.jsonl is a RuntimeFailure
+naming the file (and line), never a KeyError or a silently missing job.
 """
 
 from __future__ import annotations
@@ -21,8 +23,20 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from runner.errors import InvalidInput
+from runner.errors import InvalidInput, RuntimeFailure
 from runner.providers import Checkpoint, Job, JobEvent
+
+#: Fields every job.json has, with their types (what list, show, resume and loading a model read).
+RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "model_id": str,
+    "status": str,
+    "base_model": str,
+    "created_at": (int, float),
+    "settings": dict,
+    "step": int,
+    "checkpoints": list,
+}
 
 
 def cache_root() -> Path:
@@ -32,7 +46,13 @@ def cache_root() -> Path:
 class LocalRegistry:
     def __init__(self, root: Path | None = None):
         self.root = root or Path(os.environ.get("SPECRUN_REGISTRY", cache_root() / "registry"))
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RuntimeFailure(
+                f"model registry {self.root}: cannot create it ({error.strerror or error}); "
+                "point SPECRUN_REGISTRY (or SPECRUN_CACHE) at a writable folder"
+            ) from None
 
     # --- files and records --------------------------------------------------------------------
 
@@ -73,12 +93,7 @@ class LocalRegistry:
             handle.write(json.dumps(event, ensure_ascii=False) + "\n")
 
     def _records(self) -> list[dict[str, Any]]:
-        records = []
-        for path in sorted(self.root.glob("*/job.json")):
-            try:
-                records.append(json.loads(path.read_text(encoding="utf-8")))
-            except json.JSONDecodeError:
-                continue
+        records = [_read_record(path) for path in sorted(self.root.glob("*/job.json"))]
         return sorted(records, key=lambda record: record["created_at"], reverse=True)
 
     # --- the lifecycle every provider shares ------------------------------------------------------
@@ -123,13 +138,33 @@ class LocalRegistry:
 
     def events(self, job_id: str) -> list[JobEvent]:
         path = self.folder(job_id) / "events.jsonl"
-        lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-        return [JobEvent(**json.loads(line)) for line in lines if line.strip()]
+        if not path.is_file():
+            return []
+        events = []
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    event = json.loads(raw)
+                    events.append(
+                        JobEvent(
+                            id=str(event["id"]),
+                            created_at=int(event["created_at"]),
+                            message=str(event["message"]),
+                            data=dict(event.get("data") or {}),
+                        )
+                    )
+                except (ValueError, TypeError, KeyError, RecursionError) as error:
+                    if not raw.endswith(b"\n"):
+                        break  # the last line, cut short by a kill mid-write: the events before it stand
+                    raise RuntimeFailure(f"{path}:{number}: corrupt job event ({_why(error)})") from None
+        return events
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
         record = self.record(job_id)
         return [
-            Checkpoint(id=c["id"], step=c["step"], metrics=c["metrics"], model=record["model_id"])
+            Checkpoint(id=c["id"], step=c["step"], metrics=c.get("metrics", {}), model=record["model_id"])
             for c in record["checkpoints"]
         ]
 
@@ -152,12 +187,51 @@ class LocalRegistry:
         return self.folder(job_or_model_id) / "checkpoints" / record["checkpoints"][-1]["id"]
 
 
+def _why(error: BaseException) -> str:
+    if isinstance(error, KeyError):
+        return f"field {error.args[0]!r} is missing"
+    if isinstance(error, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(error, json.JSONDecodeError):
+        return f"not JSON: {error.msg} at line {error.lineno} column {error.colno}"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """A job.json, checked field by field; RuntimeFailure naming the file when it is damaged."""
+    advice = f"fix it, or delete the folder {path.parent} (specrun models delete)"
+    try:
+        record = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as error:
+        raise RuntimeFailure(f"{path}: corrupt fine-tuning job record ({_why(error)}); {advice}") from None
+    if not isinstance(record, dict):
+        raise RuntimeFailure(f"{path}: corrupt fine-tuning job record (not a JSON object); {advice}")
+    for key, types in RECORD_FIELDS.items():
+        value = record.get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            kinds = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            problem = "is missing" if key not in record else f"is not {kinds}"
+            raise RuntimeFailure(f"{path}: corrupt fine-tuning job record (field {key!r} {problem}); {advice}")
+    for number, checkpoint in enumerate(record["checkpoints"]):
+        if not (
+            isinstance(checkpoint, dict)
+            and isinstance(checkpoint.get("id"), str)
+            and isinstance(checkpoint.get("step"), int)
+            and isinstance(checkpoint.get("metrics", {}), dict)
+        ):
+            raise RuntimeFailure(
+                f"{path}: corrupt fine-tuning job record (checkpoints[{number}] needs an id, a step and metrics); "
+                f"{advice}"
+            )
+    return record
+
+
 def _job(record: dict[str, Any]) -> Job:
     return Job(
         id=record["id"],
         status=record["status"],
         model=record["base_model"],
-        training_file=record["training_file"],
+        training_file=record.get("training_file"),
         fine_tuned_model=record["model_id"] if record["checkpoints"] else None,
         error=record.get("error"),
         trained_tokens=record.get("trained_tokens"),
