@@ -1,0 +1,93 @@
+"""Hostile and careless data files: read_rows names file:line for every failure and keeps rows whole."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runner.cli import main
+from runner.data import read_rows
+from runner.errors import InvalidInput
+from tests.conftest import ROWS, write_project
+
+
+def test_unicode_separators_inside_jsonl_strings_do_not_split_rows(tmp_path):
+    rows = [{"sentence": "上\u2028下\u2029左\u0085右\x1c", "label_desc": "news_tech"}, ROWS[1]]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    assert read_rows(path, "jsonl") == [(1, rows[0]), (2, rows[1])]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv"])
+def test_non_utf8_data_names_the_line(tmp_path, fmt):
+    path = tmp_path / f"d.{fmt}"
+    head = {"jsonl": '{"a": 1}\n\n{"a": 2}\n', "json": '[\n{"a": 1},\n{"a": 2},\n', "csv": "a,b\n1,2\n3,4\n"}[fmt]
+    path.write_bytes(head.encode() + "名".encode("gbk") + b"\n")
+    with pytest.raises(InvalidInput, match=rf"d\.{fmt}:4: not UTF-8"):
+        read_rows(path, fmt)
+
+
+def test_deep_nesting_and_huge_integers_name_the_file_and_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"a": 1}\n{"a": ' + "[" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"d\.jsonl:2: JSON nested too deeply"):
+        read_rows(path, "jsonl")
+    path.write_text('{"a": 1}\n{"a": ' + "7" * 10_000 + "}\n", encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"d\.jsonl:2: JSON value cannot be read"):
+        read_rows(path, "jsonl")
+    array = tmp_path / "d.json"
+    array.write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"d\.json: JSON nested too deeply"):
+        read_rows(array, "json")
+    array.write_text('[{"a": ' + "7" * 10_000 + "}]", encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"d\.json: JSON value cannot be read"):
+        read_rows(array, "json")
+
+
+def test_a_json_array_reports_the_line_each_item_starts_on(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(ROWS[:3], ensure_ascii=False, indent=2), encoding="utf-8")
+    rows = read_rows(path, "json")
+    assert [row for _, row in rows] == ROWS[:3]
+    assert [line for line, _ in rows] == [2, 6, 10]  # where each "{" is, not the item index
+    text = path.read_text(encoding="utf-8").splitlines()
+    assert all(text[line - 1].strip() == "{" for line, _ in rows)
+
+
+def test_a_compact_json_array_numbers_items_so_ids_stay_unique(tmp_path):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(ROWS[:3], ensure_ascii=False), encoding="utf-8")  # one line
+    assert [line for line, _ in read_rows(path, "json")] == [1, 2, 3]
+    path.write_text("\ufeff[]", encoding="utf-8")  # a BOM, an empty array
+    assert read_rows(path, "json") == []
+
+
+def test_a_csv_bom_is_not_part_of_the_first_field_name(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes("sentence,label_desc\n苹果发布新款手机芯片,news_tech\n".encode("utf-8-sig"))
+    assert read_rows(path, "csv") == [(2, {"sentence": "苹果发布新款手机芯片", "label_desc": "news_tech"})]
+
+
+def test_a_csv_field_past_the_parser_limit_is_invalid_input(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b\n1,2\n" + "x" * 200_000 + ",3\n", encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"d\.csv:\d+: cannot read CSV: field larger than field limit"):
+        read_rows(path, "csv")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("名".encode("gbk"), "data.jsonl:11: not UTF-8"),
+        (b'{"sentence": ' + b"[" * 50_000 + b"\n", "data.jsonl:11: JSON nested too deeply"),
+        (b'{"sentence": ' + b"1" * 5_000 + b"}\n", "data.jsonl:11: JSON value cannot be read"),
+    ],
+)
+def test_validate_reports_bad_data_as_exit_2(tmp_path, capsys, content, message):
+    spec = write_project(tmp_path)
+    with (tmp_path / "data.jsonl").open("ab") as handle:
+        handle.write(content)
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err.replace("\n", "")
+    assert message in err and "Traceback" not in err
