@@ -78,6 +78,12 @@ def read_jsonl(path: str | Path, *, torn_tail_ok: bool = False) -> Iterator[tupl
     """
     path = Path(path)
     raw = _read_bytes(path)
+    if torn_tail_ok and raw and not raw.endswith(b"\n"):
+        tail = raw.rpartition(b"\n")[2]
+        try:
+            tail.decode("utf-8")
+        except UnicodeDecodeError:  # the kill cut a multi-byte character: that line is torn anyway
+            raw = raw[: len(raw) - len(tail)]
     text = decode_utf8(raw, str(path))
     lines = split_lines(text)
     complete = text.endswith("\n")

@@ -173,3 +173,15 @@ def test_the_lock_holder_file_names_the_pid(tmp_path):
     claim = json.loads(run.file(".lock").read_text())
     assert claim == {"pid": os.getpid(), "identity": IDENTITY}
     run.close()
+
+
+def test_a_kill_inside_a_multibyte_character_is_a_torn_line_too(tmp_path):
+    """Found by hypothesis: the cut left half of '，' (3 bytes in UTF-8), so the file was not UTF-8."""
+    run, _ = RunFolder.open(tmp_path, "tiny", IDENTITY)
+    run.append_jsonl("x.jsonl", [{"id": "L1"}, {"id": "，"}])
+    data = run.file("x.jsonl").read_bytes()
+    run.file("x.jsonl").write_bytes(data[: data.index("，".encode()) + 1])
+    assert run.read_jsonl("x.jsonl") == [{"id": "L1"}]
+    run.append_jsonl("x.jsonl", [{"id": "L2"}])
+    assert run.read_jsonl("x.jsonl") == [{"id": "L1"}, {"id": "L2"}]
+    run.close()
