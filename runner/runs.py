@@ -196,11 +196,14 @@ class RunFolder:
         if not path.is_file():
             return []
         try:
+            repair_tail(path)  # this process holds the folder: leave the file clean for whoever reads it next
             return [row for _, row in read_jsonl(path, torn_tail_ok=True)]
         except InvalidInput as error:
             raise RuntimeFailure(
                 f"{error}: the run folder's file is damaged; delete it to recompute its rows"
             ) from None
+        except OSError as error:
+            raise _failure(f"cannot read or repair: {_reason(error)}", str(path)) from None
 
     def write_spec(self, doc: dict[str, Any]) -> None:
         self.write_text("spec.yaml", yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
