@@ -24,7 +24,7 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from runner.checks import TokenCounter
+from runner.checks import TokenCounter, format_errors
 from runner.cli import main
 from runner.runs import RunFolder
 from runner.tokens import encoding_for_model
@@ -32,7 +32,7 @@ from tests.conftest import ROOT, ROWS, write_project
 from tests.fake_api import FakeAPI
 
 EXIT_CODES = {0, 1, 2, 3, 130}
-QUICK = settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=60)
+QUICK = settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=100)
 
 
 def cli(*args: str) -> int:
@@ -132,7 +132,7 @@ ROW = st.one_of(
 @QUICK
 @given(
     rows=st.lists(ROW, max_size=12),
-    raw=st.lists(st.binary(max_size=20), max_size=2),
+    raw=st.just([]) | st.lists(st.binary(max_size=20), max_size=2),  # half the cases without junk bytes
     fmt=st.sampled_from(["jsonl", "json", "csv"]),
 )
 def test_generated_data_exits_cleanly(rows: list[Any], raw: list[bytes], fmt: str) -> None:
@@ -216,10 +216,15 @@ MESSAGE = st.one_of(
     JSONISH,
 )
 EXAMPLE = st.one_of(st.fixed_dictionaries({"messages": st.lists(MESSAGE, max_size=4)}), JSONISH)
+WELL_FORMED = st.builds(
+    lambda question, answer: {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]},
+    TRICKY_TEXT.filter(bool),
+    TRICKY_TEXT.filter(bool),
+)  # tricky text in a valid shape: U+2028, "/", newlines, BOMs must not change the counts or the verdict
 
 
 @QUICK
-@given(examples=st.lists(EXAMPLE, max_size=10), junk=st.lists(st.binary(max_size=30), max_size=2), name=st.sampled_from(["t.jsonl", "T.JSONL", "t.json", "t.txt", "t"]))
+@given(examples=st.lists(WELL_FORMED, max_size=10) | st.lists(EXAMPLE, max_size=10), junk=st.just([]) | st.lists(st.binary(max_size=30), max_size=2), name=st.sampled_from(["t.jsonl", "T.JSONL", "t.json", "t.txt", "t"]))
 def test_generated_chat_files_exit_cleanly(examples: list[Any], junk: list[bytes], name: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / name
@@ -227,8 +232,11 @@ def test_generated_chat_files_exit_cleanly(examples: list[Any], junk: list[bytes
         path.write_bytes(body + b"\n".join(junk))
         code = cli("check", str(path))
         assert code in (0, 2)
-        if not examples and not any(chunk.strip() for chunk in junk):
+        blank_junk = not any(chunk.strip() for chunk in junk)
+        if not examples and blank_junk:
             assert code == 2  # an empty file never passes
+        if examples and blank_junk and all(format_errors(example) == [] for example in examples):
+            assert code == 0  # well-formed examples pass, whatever separators their strings hold
 
 
 # --- torn appends in the run folder ------------------------------------------------------------------
