@@ -128,13 +128,17 @@ class RunFolder:
             raise _failure(f"cannot lock the run folder: {_reason(error)}", str(lock_path)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             os.close(fd)
             holder = _holder(self.path) or "unknown"
             raise _failure(
                 f"another specrun (pid {holder}) is running in this folder; wait for it or stop it",
                 str(self.path),
             ) from None
+        except OSError as error:  # a file system without flock (some network mounts): run unlocked, say so
+            os.close(fd)
+            _say(f"note: {self.path} cannot be locked ({_reason(error)}); do not run this spec twice at once")
+            return
         claim = {"pid": os.getpid(), "identity": identity}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(claim) + "\n").encode(), 0)
@@ -270,9 +274,11 @@ def _holder(folder: Path) -> int | str | None:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         pid = (_claim(folder) or {}).get("pid")
         return pid if isinstance(pid, int) else "unknown"
+    except OSError:  # no flock on this file system: nobody can be holding it
+        return None
     else:
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
@@ -297,7 +303,8 @@ class _DirectoryLock:
     def __enter__(self) -> _DirectoryLock:
         if fcntl is not None:
             self.fd = os.open(self.path, os.O_RDONLY)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)  # held for milliseconds: waiting is right here
+            with contextlib.suppress(OSError):  # OSError: no flock on this file system; choose unlocked
+                fcntl.flock(self.fd, fcntl.LOCK_EX)  # held for milliseconds: waiting is right here
         return self
 
     def __exit__(self, *exc: object) -> None:
