@@ -173,53 +173,48 @@ class AnswerGuide:
         return state[0] == "end"
 
     def _step(self, state: tuple, char: str) -> tuple | None:
-        kind = state[0]
+        """One character of the canonical form json.dumps writes: `{"名": ["甲", "乙"], "名2": ["丙"]}`.
+
+        Lists are never empty and a string is named once in the whole answer (a span has one type).
+        """
+        kind, keys, strings = state[0], state[1] if len(state) > 1 else (), state[2] if len(state) > 2 else ()
         if kind == "start":
-            return ("object", ()) if char == "{" else (state if char in " \n" else None)
-        if kind == "object":  # after "{" or after a value's "]": a key, "," or "}"
-            used = state[1]
-            if char == " ":
-                return state
+            return ("object", (), ()) if char == "{" else None
+        if kind == "object":  # after "{" or after a list's "]"
             if char == "}":
                 return ("end",)
-            if char == "," and used:
-                return ("object_comma", used)
-            if char == '"' and not used:
-                return ("key", used, "")
-            return None
-        if kind == "object_comma":
-            return state if char == " " else (("key", state[1], "") if char == '"' else None)
+            if char == "," and keys:
+                return ("space_before_key", keys, strings)
+            return ("key", keys, strings, "") if char == '"' and not keys else None
+        if kind == "space_before_key":
+            return ("quote_key", keys, strings) if char == " " else None
+        if kind == "quote_key":
+            return ("key", keys, strings, "") if char == '"' else None
         if kind == "key":
-            used, key = state[1], state[2]
+            key = state[3]
             if char == '"':
-                return ("colon", (*used, key)) if key in self.names and key not in used else None
+                return ("colon", (*keys, key), strings) if key in self.names and key not in keys else None
             candidate = key + char
-            return ("key", used, candidate) if any(n.startswith(candidate) for n in self.names if n not in used) else None
+            fits = any(name.startswith(candidate) for name in self.names if name not in keys)
+            return ("key", keys, strings, candidate) if fits else None
         if kind == "colon":
-            if char == " ":
-                return state
-            return ("list_open", state[1]) if char == ":" else None
+            return ("space_before_list", keys, strings) if char == ":" else None
+        if kind == "space_before_list":
+            return ("list_open", keys, strings) if char == " " else None
         if kind == "list_open":
-            if char == " ":
-                return state
-            return ("list", state[1], False) if char == "[" else None
-        if kind == "list":  # inside [ ]: a string, "," between strings, or "]"
-            used, has_item = state[1], state[2]
-            if char == " ":
-                return state
-            if char == "]":
-                return ("object", used)
-            if char == "," and has_item:
-                return ("list_comma", used)
-            if char == '"' and not has_item:
-                return ("string", used, "")
-            return None
-        if kind == "list_comma":
-            return state if char == " " else (("string", state[1], "") if char == '"' else None)
+            return ("quote_string", keys, strings) if char == "[" else None
+        if kind == "quote_string":
+            return ("string", keys, strings, "") if char == '"' else None
         if kind == "string":
-            used, value = state[1], state[2]
+            value = state[3]
             if char == '"':
-                return ("list", used, True) if value else None
+                return ("after_string", keys, (*strings, value)) if value and value not in strings else None
             candidate = value + char
-            return ("string", used, candidate) if candidate in self.text and char not in "\\\n" else None
+            return ("string", keys, strings, candidate) if candidate in self.text and char not in '\\\n"' else None
+        if kind == "after_string":
+            if char == "]":
+                return ("object", keys, strings)
+            return ("space_before_string", keys, strings) if char == "," else None
+        if kind == "space_before_string":
+            return ("quote_string", keys, strings) if char == " " else None
         return None  # "end": nothing may follow

@@ -1,0 +1,87 @@
+"""Every documented default is the effective one: the schema's `default` keywords and the README's
+"(default)" notes against what a loaded spec actually holds."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from runner.defaults import SCHEMA_PATH, documented_defaults
+from runner.spec import load_spec
+from runner.training import local_defaults, plan
+from tests.conftest import DELETE, ROOT, write_project
+
+SCHEMA = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+REMOTE = {"provider": {"name": "openai_compatible", "model": "m", "base_url": "http://127.0.0.1:9/v1"}}
+LOCAL_TUNED = {"fine_tune.enabled": True}
+
+
+def _get(doc: dict, path: tuple[str, ...]):
+    for key in path:
+        doc = doc[key]
+    return doc
+
+
+@pytest.mark.parametrize(("path", "default"), documented_defaults(SCHEMA), ids=lambda v: ".".join(v) if isinstance(v, tuple) else None)
+def test_schema_default_is_the_effective_value(tmp_path, path, default):
+    overrides: dict = {".".join(path): DELETE}  # the fixture may set the key under test: leave it out
+    if path[0] == "provider" and path[-1] in ("concurrency", "timeout_s", "max_retries"):
+        overrides.update(REMOTE)
+    if path[:2] == ("fine_tune", "local"):
+        overrides.update(LOCAL_TUNED)
+    if path[0] == "splits" and path[-1] == "seed":  # the split definition's own default
+        overrides = {"splits": {"train": {"take": "first", "n": 3}, "eval": {"take": "random", "n": 2}}}
+        path = ("splits", "eval", "seed")
+    spec = load_spec(write_project(tmp_path, overrides))
+    if path[-1] in ("params",):  # filled further by the task-dependent max_tokens
+        assert set(default) <= set(_get(spec.doc, path))
+        return
+    assert _holds(_get(spec.doc, path), default)
+
+
+def _holds(value, default) -> bool:
+    """value is the default, or (for mappings) holds every key of it with that value."""
+    if isinstance(default, dict):
+        return isinstance(value, dict) and all(k in value and _holds(value[k], v) for k, v in default.items())
+    return value == default
+
+
+def test_training_reads_its_defaults_from_the_schema():
+    assert plan({}, 100).local == local_defaults()
+    assert local_defaults()["lora_rank"] == SCHEMA["properties"]["fine_tune"]["properties"]["local"]["properties"]["lora_rank"]["default"]
+
+
+def test_dependent_defaults(tmp_path):
+    local = load_spec(write_project(tmp_path))
+    assert (local.evaluation["method"], local.evaluation["calibration"]) == ("score", "mean")
+    assert local.provider["model"] == "gemma-3-270m" and "concurrency" not in local.provider
+    remote = load_spec(write_project(tmp_path, REMOTE))
+    assert (remote.evaluation["method"], remote.evaluation["calibration"]) == ("generate", "none")
+    assert remote.provider["params"]["max_tokens"] == 16
+
+
+README_CLAIMS = [  # (pattern in the README, key path in a loaded remote or local spec)
+    (r"`concurrency` \((\d+)\)", ("provider", "concurrency")),
+    (r"`timeout_s` \((\d+)\)", ("provider", "timeout_s")),
+    (r"`max_retries` \((\d+)\)", ("provider", "max_retries")),
+    (r"`k` \((\d+)\)", ("few_shot", "k")),
+]
+
+
+@pytest.mark.parametrize(("pattern", "path"), README_CLAIMS)
+def test_readme_defaults_match(tmp_path, pattern, path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    claimed = re.search(pattern, readme)
+    assert claimed, f"README no longer states {pattern}"
+    spec = load_spec(write_project(tmp_path, REMOTE))
+    assert str(_get(spec.doc, path)) == claimed.group(1)
+
+
+def test_readme_few_shot_defaults_match(tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    spec = load_spec(write_project(tmp_path))
+    strategy = re.search(r"`strategy` \(`(\w+)` \| `(\w+)`\)", readme).group(1)
+    embedding = re.search(r"`embedding` \(`(\w+)` \| `(\w+)`\)", readme).group(1)
+    assert (spec.doc["few_shot"]["strategy"], spec.doc["few_shot"]["embedding"]) == (strategy, embedding)
