@@ -125,25 +125,27 @@ def format_errors(example: Any) -> list[str]:
     if not messages or not isinstance(messages, list):
         return ["missing_messages_list"]
     errors = []
+    has_assistant = False
     for message in messages:
         if not isinstance(message, dict):
             errors.append("data_type")
             continue
+        role = message.get("role")
+        content = message.get("content")
         if "role" not in message or "content" not in message:
             errors.append("message_missing_key")
         if not message.keys() <= _KEY_SET:
             errors.append("message_unrecognized_key")
-        role = message.get("role")
         if not isinstance(role, str) or role not in _ROLE_SET:
             errors.append("unrecognized_role")
-        content = message.get("content")
         if (not content and not message.get("function_call") and not message.get("tool_calls")) or (
             content is not None and not isinstance(content, str)
         ):
             errors.append("missing_content")
-        if "weight" in message and (message.get("role") != "assistant" or message["weight"] not in (0, 1)):
+        if "weight" in message and (role != "assistant" or message["weight"] not in (0, 1)):
             errors.append("invalid_weight")
-    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+        has_assistant = has_assistant or role == "assistant"
+    if not has_assistant:
         errors.append("example_missing_assistant_message")
     return errors
 
