@@ -28,12 +28,14 @@ SYSTEM = "你是一个新闻分类助手。"
 LABELS = "科技、金融、娱乐、世界、汽车、运动、文化、军事、旅游、游戏、教育、农业、房产、社会"
 
 
-def write_examples(path: Path, n: int) -> None:
+def write_examples(path: Path, n: int, unique: bool = True) -> None:
     rows = [json.loads(line) for line in (PROJECT_ROOT / "data" / "tnews" / "tnews.json").read_text("utf-8").split("\n") if line]
     with path.open("w", encoding="utf-8") as out:
         for i in range(n):
             row = rows[i % len(rows)]
-            text = f"{row['sentence']}（{i}）"  # every headline unique, as in a real 100k file
+            # unique: every headline made unique (the worst case for memoised counts); else the
+            # 8,000 TNEWS headlines cycled, as a 100k file built from this dataset would be.
+            text = f"{row['sentence']}（{i}）" if unique else row["sentence"]
             prompt = f"对给定文本进行分类，类别包括：{LABELS}。\n\n给定文本：\n{text}\n类别："
             example = {
                 "messages": [
@@ -98,13 +100,15 @@ def main() -> None:
     parser.add_argument("--model", default="gpt-4o-mini")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=["cookbook", "batch_api", "check"])
+    parser.add_argument("--cycled", action="store_true", help="cycle the 8,000 TNEWS headlines instead of making each unique")
     args = parser.parse_args()
     encoding_for_model(args.model).encode("warm up")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "train.jsonl"
-        write_examples(path, args.n)
+        write_examples(path, args.n, unique=not args.cycled)
         load = os.getloadavg()[0]
-        print(f"{args.n} examples, {path.stat().st_size / 1e6:.1f} MB, {args.model}, load average {load:.1f}")
+        kind = "cycled TNEWS headlines" if args.cycled else "unique headlines"
+        print(f"{args.n} examples ({kind}), {path.stat().st_size / 1e6:.1f} MB, {args.model}, load average {load:.1f}")
         for name in args.only:
             wall, cpu, tokens = timed(globals()[name], path, args.model, args.repeat)
             print(f"{name:10s} wall {wall:6.2f} s  cpu {cpu:6.2f} s  tokens {tokens}")
