@@ -84,10 +84,21 @@ SPEC_KEYS = [
 ]  # fmt: skip
 
 
+PLAUSIBLE = [
+    ("splits.train.n", 2), ("splits.train.take", "random"), ("splits.train.seed", 7), ("splits.eval", {"take": "rest", "n": 2}),
+    ("evaluation.gates", ["accuracy >= 0.1"]), ("evaluation.gates", ["zero_shot.macro_f1 > 0.99"]), ("prompt.system", "只回答类别"),
+    ("data.exclude_labels", []), ("labels.news_tech", "技术"), ("few_shot.k", 1), ("checks.model", "gpt-4"), ("description", "x"),
+    ("evaluation.calibration", "none"), ("data.text_fields", ["sentence", "sentence"]), ("name", "tiny-2"),
+]  # fmt: skip
+
+
 @st.composite
 def spec_texts(draw: st.DrawFn) -> tuple[dict[str, Any], str | None]:
-    overrides = draw(st.dictionaries(st.sampled_from(SPEC_KEYS), JSONISH, max_size=3))
-    raw_line = draw(st.none() | TRICKY_TEXT)  # sometimes a line of junk pasted into the YAML
+    """A valid spec changed a little: plausible edits (most still valid), hostile values, or both."""
+    plausible = dict(draw(st.lists(st.sampled_from(PLAUSIBLE), max_size=3)))
+    hostile = draw(st.just({}) | st.dictionaries(st.sampled_from(SPEC_KEYS), JSONISH, max_size=2))
+    overrides = {**plausible, **hostile}
+    raw_line = draw(st.none() | st.none() | TRICKY_TEXT)  # sometimes a line of junk pasted into the YAML
     return overrides, raw_line
 
 
