@@ -22,6 +22,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ def _say(message: str) -> None:
 class RunFolder:
     def __init__(self, path: Path):
         self.path = path
+        self._append_lock = threading.Lock()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -179,16 +181,26 @@ class RunFolder:
         return self.write_text(name, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
     def append_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
-        """Append rows and fsync; a torn last line left by a kill is repaired first, never glued onto."""
+        """Append rows and fsync; a torn last line left by a kill is repaired first, never glued onto.
+
+        Safe from several threads (answers may be handed over as they arrive): appends are
+        serialised, so one append never sees another's half-written line as torn.
+        """
         path = self.file(name)
-        try:
-            repair_tail(path)
-            with path.open("a", encoding="utf-8") as handle:
-                handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-                handle.flush()
-                os.fsync(handle.fileno())
-        except OSError as error:
-            raise _failure(f"cannot append: {_reason(error)}", str(path)) from None
+        data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8", "surrogatepass")
+        with self._append_lock:
+            try:
+                repair_tail(path)
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as error:
+                raise _failure(f"cannot append: {_reason(error)}", str(path)) from None
 
     def read_jsonl(self, name: str) -> list[dict[str, Any]]:
         """Rows of a JSONL file in this folder; a last line cut short by a kill is dropped, not fatal.

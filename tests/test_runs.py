@@ -185,3 +185,22 @@ def test_a_kill_inside_a_multibyte_character_is_a_torn_line_too(tmp_path):
     run.append_jsonl("x.jsonl", [{"id": "L2"}])
     assert run.read_jsonl("x.jsonl") == [{"id": "L1"}, {"id": "L2"}]
     run.close()
+
+
+def test_appends_from_many_threads_never_interleave_or_truncate_each_other(tmp_path):
+    """Answers may be appended as they arrive, from worker threads: every row must survive whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    run, _ = RunFolder.open(tmp_path, "tiny", IDENTITY)
+    big = "名" * 20_000  # 60 kB a row: larger than any write buffer, so a row takes several writes
+
+    def worker(n: int) -> None:
+        for i in range(20):
+            run.append_jsonl("x.jsonl", [{"id": f"{n}-{i}", "text": big}])
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(worker, range(6)))
+    rows = run.read_jsonl("x.jsonl")
+    assert sorted(row["id"] for row in rows) == sorted(f"{n}-{i}" for n in range(6) for i in range(20))
+    assert all(row["text"] == big for row in rows)
+    run.close()
