@@ -109,3 +109,23 @@ def test_read_text_refuses_non_utf8_naming_the_line(tmp_path):
         read_text(tmp_path, "template")
     path.write_bytes(b"\xef\xbb\xbfname: x\n")  # a BOM is not part of the text
     assert read_text(Path(path), "spec") == "name: x\n"
+
+
+def test_validate_refuses_bombs_and_duplicates_through_the_cli(tmp_path, capsys):
+    from runner.cli import main
+    from tests.conftest import write_project
+
+    spec = write_project(tmp_path)
+    text = spec.read_text(encoding="utf-8")
+    spec.write_text(text + alias_bomb(9).replace("n", "zz_n"), encoding="utf-8")
+    started = time.perf_counter()
+    assert main(["validate", str(spec)]) == 2
+    assert time.perf_counter() - started < 5
+    assert "YAML expands to more than" in capsys.readouterr().err
+    spec.write_text(text + "name: again\n", encoding="utf-8")
+    assert main(["validate", str(spec)]) == 2
+    lines = len(text.splitlines()) + 1
+    assert f"spec.yaml:{lines}: duplicate key 'name'" in capsys.readouterr().err.replace("\n", "")
+    spec.write_bytes(text.encode() + "description: 名\n".encode("gbk"))
+    assert main(["validate", str(spec)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
