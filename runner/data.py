@@ -7,8 +7,10 @@ before any model is loaded.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.errors import InvalidInput
+from runner.jsonl import read_jsonl, read_text
 from runner.tasks import Example, Task, make_task
 
 if TYPE_CHECKING:
@@ -38,33 +41,60 @@ class Splits:
 
 
 def read_rows(path: Path, fmt: str) -> list[tuple[int, Any]]:
-    """(line number, parsed row) for every row; the line number is 1-based."""
+    """(line number, parsed row) for every row; the line number is 1-based and real.
+
+    Text must be UTF-8 (a leading BOM is dropped, also from a CSV's first field name); JSONL
+    lines end at "\\n" only (runner.jsonl), so U+2028 inside a string does not split a row. A
+    JSON array's rows carry the line each item starts on; only when items share lines (a
+    compact one-line array) are they numbered by item instead, to keep row ids unique. Every
+    failure, including nesting too deep and integers too long for the parser, is an
+    InvalidInput naming file:line.
+    """
+    if fmt == "jsonl":
+        return list(read_jsonl(path))
+    text = read_text(path, "data file")
     if fmt == "csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle)
-            return [(reader.line_num, row) for row in reader]
-    text = path.read_text(encoding="utf-8")
-    if fmt == "json":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows: list[tuple[int, Any]] = []
         try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise InvalidInput(f"not valid JSON ({error.msg})", where=f"{path}:{error.lineno}") from None
-        if not isinstance(rows, list):
-            raise InvalidInput(
-                "a json dataset must be an array of objects (use jsonl for one per line)", where=str(path)
-            )
-        return [(index + 1, row) for index, row in enumerate(rows)]
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append((number, json.loads(line)))
-        except json.JSONDecodeError as error:
-            raise InvalidInput(
-                f"not valid JSON ({error.msg}, column {error.colno})", where=f"{path}:{number}"
-            ) from None
-    return rows
+            for row in reader:
+                rows.append((reader.line_num, row))
+        except csv.Error as error:
+            raise InvalidInput(f"cannot read CSV: {error}", where=f"{path}:{reader.line_num}") from None
+        return rows
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidInput(f"not valid JSON ({error.msg})", where=f"{path}:{error.lineno}") from None
+    except RecursionError:
+        raise InvalidInput("JSON nested too deeply to read", where=str(path)) from None
+    except ValueError as error:  # an integer with more digits than Python converts
+        raise InvalidInput(f"JSON value cannot be read: {error}", where=str(path)) from None
+    if not isinstance(items, list):
+        raise InvalidInput("a json dataset must be an array of objects (use jsonl for one per line)", where=str(path))
+    lines = _array_item_lines(text)
+    if len(set(lines)) != len(items):
+        lines = list(range(1, len(items) + 1))
+    return list(zip(lines, items, strict=True))
+
+
+def _array_item_lines(text: str) -> list[int]:
+    """The 1-based line each item of the (already validated) top-level JSON array starts on."""
+    decoder, skip = json.JSONDecoder(), re.compile(r"[ \t\n\r]*")
+    position = skip.match(text, skip.match(text).end() + 1).end()  # past "["
+    starts: list[int] = []
+    while position < len(text) and text[position] != "]":
+        starts.append(position)
+        _, position = decoder.raw_decode(text, position)
+        position = skip.match(text, position).end()
+        if text.startswith(",", position):
+            position = skip.match(text, position + 1).end()
+    lines, line, previous = [], 1, 0
+    for start in starts:
+        line += text.count("\n", previous, start)
+        lines.append(line)
+        previous = start
+    return lines
 
 
 def load_examples(task: Task, path: str | Path, fmt: str, id_prefix: str = "") -> tuple[list[Example], int]:
@@ -117,6 +147,7 @@ def make_splits(spec: Spec, task: Task | None = None, limit: int | None = None) 
         taken = {example.id for example in picked}
         pools[section.get("path", spec.data.get("path"))] = [e for e in available if e.id not in taken]
         chosen[name] = picked
+    task.check_read(spec.where)
     evaluation = chosen["eval"][:limit] if limit is not None else chosen["eval"]
     if not chosen["train"] or not evaluation:
         raise InvalidInput(

@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ import yaml
 
 from runner.defaults import SCHEMA_PATH, apply_defaults
 from runner.errors import InvalidInput
+from runner.jsonl import read_text
+from runner.safe_yaml import load_yaml
 from runner.tasks import task_class
 from runner.tokens import encoding_name
 
@@ -66,6 +68,7 @@ class Spec:
     path: Path
     doc: dict[str, Any]
     lines: dict[tuple, int]
+    overridden: list[tuple[str, ...]] = field(default_factory=list)  # key paths set with --set
 
     @property
     def name(self) -> str:
@@ -95,7 +98,10 @@ class Spec:
         ]
 
     def where(self, *key_path: str | int) -> str:
-        """'spec.yaml:12: evaluation.gates[0]' — the place a user should look."""
+        """'spec.yaml:12: evaluation.gates[0]' — the place a user should look (or the --set that set it)."""
+        for given in self.overridden:
+            if tuple(key_path[: len(given)]) == given:
+                return f"--set {'.'.join(given)}: {format_key_path(key_path)}"
         line = None
         for depth in range(len(key_path), -1, -1):
             line = self.lines.get(tuple(key_path[:depth]))
@@ -129,44 +135,20 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
     path = Path(path)
     if not path.is_file():
         raise InvalidInput("spec file not found", where=str(path))
-    text = path.read_text(encoding="utf-8")
-    try:
-        doc = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InvalidInput(f"invalid YAML: {getattr(error, 'problem', error)}", where=where) from None
+    doc, lines = load_yaml(read_text(path, "spec file"), str(path))
     if not isinstance(doc, dict):
         raise InvalidInput("a spec must be a YAML mapping of keys to values", where=str(path))
-    for override in overrides or []:
-        _apply_override(doc, override, lines)
-    spec = Spec(path=path.resolve(), doc=doc, lines=lines)
+    overridden = [_apply_override(doc, override, lines) for override in overrides or []]
+    spec = Spec(path=path.resolve(), doc=doc, lines=lines, overridden=overridden)
     _validate_schema(spec)
     _fill_defaults(spec)
     _check_semantics(spec)
     return spec
 
 
-def _key_lines(node: yaml.Node | None, key_path: tuple = ()) -> dict[tuple, int]:
-    """Map every key path in the YAML document to its 1-based line."""
-    if node is None:
-        return {}
-    lines = {key_path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            child = (*key_path, key_node.value)
-            lines.update(_key_lines(value_node, child))
-            lines[child] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            lines.update(_key_lines(item, (*key_path, index)))
-    return lines
-
-
-def _apply_override(doc: dict, override: str, lines: dict[tuple, int]) -> None:
-    """Set one dotted key. Paths given here are relative to the working directory, like any CLI path;
-    the key's line is forgotten, so later errors about it name --set rather than a spec line."""
+def _apply_override(doc: dict, override: str, lines: dict[tuple, int]) -> tuple[str, ...]:
+    """Set one dotted key and return its key path. Paths given here are relative to the working
+    directory, like any CLI path; errors about the key name the --set, not a spec line."""
     key, sep, raw_value = override.partition("=")
     if not sep or not key.strip():
         raise InvalidInput(f"--set {override!r}: write it as dotted.key=value")
@@ -185,6 +167,7 @@ def _apply_override(doc: dict, override: str, lines: dict[tuple, int]) -> None:
     target[parts[-1]] = value
     for path in [p for p in lines if p[: len(parts)] == tuple(parts)]:
         del lines[path]
+    return tuple(parts)
 
 
 def _validate_schema(spec: Spec) -> None:
@@ -263,7 +246,7 @@ def _check_semantics(spec: Spec) -> None:
         )
     _check_fine_tune(spec)
     if "few_shot" in evaluation["modes"]:
-        source = Path(doc["prompt"]["template"]).read_text(encoding="utf-8", errors="replace")
+        source = read_text(doc["prompt"]["template"], "template")
         if "examples" not in source:
             raise InvalidInput(
                 "mode few_shot needs a template that shows `examples` (e.g. {% for example in examples %}…)",

@@ -49,6 +49,8 @@ def write_project(root: Path, spec_overrides: dict | None = None, rows: list[dic
         "prompt": {"template": "prompt.jinja"},
         "checks": {"model": "gpt-4o-mini"},
     }
+    if not any(row.get("label_desc") == "news_stock" for row in rows or ROWS):
+        del spec["data"]["exclude_labels"]  # excluding a label no row has is a spec error
     for key, value in (spec_overrides or {}).items():
         target = spec
         *parents, last = key.split(".")

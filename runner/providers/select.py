@@ -20,11 +20,9 @@ def preflight(config: dict[str, Any]) -> None:
 
         check_model_ref(config["model"])
         return
-    from runner.providers import remote
+    from runner.providers.remote import preflight as check_remote
 
-    check = getattr(remote, "preflight", None)
-    if check is not None:
-        check(config)
+    check_remote(config)
 
 
 def open_provider(config: dict[str, Any], cache: ResponseCache | None = None) -> Provider:

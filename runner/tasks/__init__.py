@@ -54,6 +54,10 @@ class Task(ABC):
     def read_example(self, row: Any, fmt: str, where: str, example_id: str) -> Example | None:
         """One dataset row as an Example, None when the spec excludes it; InvalidInput naming `where`."""
 
+    def check_read(self, where: Where) -> None:
+        """Called once every split is read: problems only the whole data shows (unused exclusions)."""
+        return None
+
     def stratum(self, example: Example) -> str:
         """What stratified splits and balanced few-shot keep in proportion."""
         return ""

@@ -26,6 +26,7 @@ class ClassificationTask(Task):
         self.labels: dict[str, str] = doc["labels"]
         self.data = doc["data"]
         self.calibration = doc["evaluation"]["calibration"]
+        self.excluded_seen: set[str] = set()
 
     @classmethod
     def check_spec(cls, doc: dict[str, Any], where: Where) -> None:
@@ -65,6 +66,7 @@ class ClassificationTask(Task):
             raise InvalidInput(f"label field {self.data['label_field']!r} holds {label!r}, not a label", where=where)
         label = str(label)
         if label in self.data["exclude_labels"]:
+            self.excluded_seen.add(label)
             return None
         if label not in self.labels:
             raise InvalidInput(
@@ -74,6 +76,14 @@ class ClassificationTask(Task):
 
     def stratum(self, example: Example) -> str:
         return example.gold
+
+    def check_read(self, where: Where) -> None:
+        unseen = [label for label in self.data["exclude_labels"] if label not in self.excluded_seen]
+        if unseen:
+            raise InvalidInput(
+                f"exclude_labels names {unseen[0]!r}, which no row has; a misspelt label excludes nothing",
+                where=where("data", "exclude_labels"),
+            )
 
     def prompt_variables(self) -> dict[str, Any]:
         return {"labels": list(self.labels.values())}
