@@ -331,3 +331,23 @@ def test_real_model_extraction_end_to_end(tmp_path):
         guide = AnswerGuide(record["text"], list(NAMES.values()))
         for mode in ("zero_shot", "fine_tuned"):
             assert guide.advance(guide.START, record[f"{mode}_answer"]) is not None, record[f"{mode}_answer"]
+
+
+@pytest.mark.parametrize("strategy", ["random", "similar"])
+def test_few_shot_extraction_shows_answers_of_train_examples(tmp_path, gazetteer, monkeypatch, strategy):
+    seen = []
+    original = GazetteerProvider.chat
+
+    def recording(self, conversations, params, progress=None, guides=None):
+        seen.extend(c[-1]["content"] for c in conversations)
+        return original(self, conversations, params, progress, guides)
+
+    monkeypatch.setattr(GazetteerProvider, "chat", recording)
+    spec = write_ner_project(
+        tmp_path,
+        {"evaluation.modes": ["few_shot"], "few_shot": {"k": 2, "strategy": strategy, "embedding": "tfidf"}},
+    )
+    assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == 0
+    assert len(seen) == 3 and all(prompt.count("实体：{") == 2 for prompt in seen)
+    (folder,) = list((tmp_path / "runs" / "ner").iterdir())
+    assert all(len(ids) == 2 for ids in json.loads((folder / "few_shot.json").read_text()).values())
