@@ -22,7 +22,7 @@ from runner.prompts import PromptBuilder
 from runner.providers.local import LocalProvider
 from runner.spec import load_spec
 from runner.tasks import make_task
-from runner.training import LORA_TARGETS, answer_loss, collate, encode
+from runner.training import answer_loss, collate, encode, local_defaults
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     conversations = [builder.training_messages(e) for e in make_splits(spec).train]
     provider = LocalProvider("gemma-3-270m")
     examples = encode(provider, conversations, 256)
-    peft_model = get_peft_model(provider.lm, LoraConfig(r=8, lora_alpha=16, target_modules=LORA_TARGETS))
+    peft_model = get_peft_model(provider.lm, LoraConfig(r=8, lora_alpha=16, target_modules=local_defaults()["lora_targets"]))
     lm = peft_model.get_base_model()
     lm.train()
     optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=2e-4)
