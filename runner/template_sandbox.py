@@ -30,8 +30,10 @@ from runner.errors import InvalidInput
 MAX_OUTPUT_CHARS = 1_000_000  # a prompt; a million characters is far past any model's context
 MAX_STEPS = 1_000_000  # loop items + calls in one render
 MAX_RANGE = 100_000  # items in one range()
+MAX_ARGUMENT = 100_000  # an integer passed to a call or filter: a width, a count, a length
 MAX_INT_BITS = 4096  # integers a template computes (2**4096 is plenty for a prompt)
 
+_SIZED_FILTERS = frozenset({"center", "indent", "truncate", "wordwrap", "batch", "slice"})
 _LOOP_GUARD = "__specrun_loop"
 _SIZE_GUARD = "__specrun_size"
 _WIDE_FORMAT = re.compile(r"%[^a-zA-Z%]*\d{7}|\{[^{}]*:[^{}]*\d{7}")  # a field width or precision ≥ 1,000,000
@@ -61,8 +63,8 @@ def _check_size(value: Any) -> Any:
 def _check_args(args: Iterable[Any]) -> None:
     """A huge integer argument (a width, a count, a length) is how most size bombs start."""
     for arg in args:
-        if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > MAX_OUTPUT_CHARS:
-            raise SecurityError(f"argument {arg} is larger than the template limit {MAX_OUTPUT_CHARS:,}")
+        if isinstance(arg, int) and not isinstance(arg, bool) and abs(arg) > MAX_ARGUMENT:
+            raise SecurityError(f"argument {arg} is larger than the template limit {MAX_ARGUMENT:,}")
 
 
 def _check_format(text: Any) -> None:
@@ -91,7 +93,8 @@ def _guard_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]
     @functools.wraps(function)  # keeps Jinja's pass_context/pass_environment markers
     def guarded(*args: Any, **kwargs: Any) -> Any:
         _spend()
-        _check_args((*args[value_at + 1 :], *kwargs.values()))  # the filtered value itself may be any size
+        if name in _SIZED_FILTERS:  # their numbers are widths and counts; elsewhere a number is just data
+            _check_args((*args[value_at + 1 :], *kwargs.values()))
         if name == "format" and len(args) > value_at:
             _check_format(args[value_at])
         if name == "join" and len(args) > value_at:
@@ -125,6 +128,7 @@ class BoundedSandbox(SandboxedEnvironment):
     def __init__(self, **options: Any):
         super().__init__(loader=_NoLoader(), **options)
         self.globals["range"] = _range
+        del self.globals["lipsum"]  # generates text in a Python loop the step budget cannot see (lipsum(10**6): minutes)
         self.globals[_LOOP_GUARD] = _loop
         self.globals[_SIZE_GUARD] = _check_size
         self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
@@ -143,10 +147,13 @@ class BoundedSandbox(SandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _spend()
-        _check_args((*args, *kwargs.values()))
         target = getattr(__obj, "__wrapped__", __obj)
-        if getattr(target, "__name__", "") in ("format", "format_map"):
-            _check_format(getattr(target, "__self__", None))
+        owner = getattr(target, "__self__", None)
+        name = getattr(target, "__name__", "")
+        if name in ("format", "format_map"):
+            _check_format(owner)  # the values formatted may be any number; the widths may not
+        elif isinstance(owner, str | bytes | list | tuple):  # "x".ljust(10**9), "x".zfill(…), expandtabs(…)
+            _check_args((*args, *kwargs.values()))
         return _check_size(super().call(__context, __obj, *args, **kwargs))
 
 
