@@ -154,6 +154,17 @@ class BoundedSandbox(SandboxedEnvironment):
             _check_format(owner)  # the values formatted may be any number; the widths may not
         elif isinstance(owner, str | bytes | list | tuple):  # "x".ljust(10**9), "x".zfill(…), expandtabs(…)
             _check_args((*args, *kwargs.values()))
+            if isinstance(owner, str) and name == "join" and args:  # sep.join(range(10**5)) with a long sep
+                items = list(args[0])
+                if len(items) * len(owner) > MAX_OUTPUT_CHARS:
+                    raise SecurityError("join would build a string past the template limit")
+                args = (items, *args[1:])
+            if isinstance(owner, str) and name == "replace" and len(args) >= 2:
+                old, new = args[0], args[1]
+                if isinstance(old, str) and isinstance(new, str):
+                    growth = (owner.count(old) if old else len(owner) + 1) * len(new)
+                    if len(owner) + growth > MAX_OUTPUT_CHARS:
+                        raise SecurityError("replace would build a string past the template limit")
         return _check_size(super().call(__context, __obj, *args, **kwargs))
 
 
