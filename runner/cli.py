@@ -66,11 +66,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rich.markup import escape
+
+    from runner.interrupts import graceful_interrupts
+    from runner.secrets import redact
+
     args = _parser().parse_args(argv)
     try:
-        return _dispatch(args)
-    except SpecrunError as error:
-        console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        # Ctrl-C / SIGTERM: KeyboardInterrupt once, a second one exits 130 at once (argv None: the console script)
+        with graceful_interrupts(exiting=argv is None):
+            return _dispatch(args)
+    except SpecrunError as error:  # messages may quote a server: no markup, no key
+        console.print(f"[red]error:[/] {escape(redact(str(error)))}", highlight=False, soft_wrap=True)
         return error.exit_code
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: run the same command again to resume")
@@ -86,14 +93,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         from runner.jobs import jobs_command, models_command
 
         return (jobs_command if args.command == "jobs" else models_command)(args, console)
-    if args.command == "check" and args.target.suffix == ".jsonl":
-        return _check_jsonl(args.target, args.model or "gpt-4o-mini-2024-07-18")
+    if args.command == "check":
+        from runner.checks import check_target_kind
+
+        if check_target_kind(args.target) == "data":  # by suffix, then content: never a spec read as data
+            return _check_jsonl(args.target, args.model or "gpt-4o-mini-2024-07-18", args.overrides)
     spec = load_spec(args.target if args.command == "check" else args.spec, args.overrides)
     if args.command == "validate":
-        from runner.data import make_splits
+        from runner.pipeline import prepare
 
-        splits = make_splits(spec)
-        console.print(f"[green]valid[/]: {spec.path} ({len(splits.train)} train, {len(splits.eval)} eval examples)")
+        splits = prepare(spec).splits  # reads every split and renders every prompt; loads no model
+        console.print(
+            f"[green]valid[/]: {spec.path} ({spec.task}; {len(splits.train)} train, "
+            f"{len(splits.validation)} validation, {len(splits.eval)} eval examples)"
+        )
         return EXIT_OK
     from runner.pipeline import STAGES, run_spec
 
@@ -130,17 +143,16 @@ def _cache(action: str) -> int:
     return EXIT_OK
 
 
-def _check_jsonl(path: Path, model: str) -> int:
+def _check_jsonl(path: Path, model: str, overrides: list[str] | None = None) -> int:
     from runner.checks import run_checks, summary_lines
+    from runner.errors import InvalidInput
     from runner.tokens import encoding_name
 
-    if not path.is_file():
-        console.print(f"[red]error:[/] {path}: file not found")
-        return EXIT_INVALID
+    if overrides:
+        raise InvalidInput(f"--set {overrides[0]!r}: --set changes a spec; {path} is a data file")
     if encoding_name(model) is None:
-        console.print(f"[red]error:[/] --model {model!r}: no shipped tiktoken encoding for this model")
-        return EXIT_INVALID
-    checks = run_checks(path, model)
+        raise InvalidInput(f"--model {model!r}: no shipped tiktoken encoding for this model")
+    checks = run_checks(path, model)  # empty, non-UTF-8 or unreadable files: InvalidInput (exit 2)
     for line in summary_lines(checks):
         console.print(line, highlight=False)
     return EXIT_INVALID if checks["format_errors"] else EXIT_OK

@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.progress import Progress
 
-from runner.providers import Conversation, Provider
+from runner.providers import Completion, Conversation, Provider
 from runner.runs import RunFolder
 from runner.tasks import Example, Task
 
@@ -48,13 +48,24 @@ def raw_outputs(
                 rows = [{"id": e.id, "scores": s.round(5).tolist()} for e, s in zip(chunk, scores, strict=True)]
             else:
                 guides = [task.generation_guide(e) for e in chunk]
-                guides = guides if any(guides) else None
-                completions = model.chat(conversations, params, progress=advance, guides=guides)
-                rows = [
-                    {"id": e.id, "text": c.text, "usage": c.usage, "cached": c.cached}
-                    for e, c in zip(chunk, completions, strict=True)
-                ]
+                saved: set[str] = set()
+
+                def save(index: int, completion: Completion, chunk: list[Example] = chunk, saved: set = saved) -> None:
+                    """Each answer reaches the run folder as it arrives: a later failure loses none of them."""
+                    row = _row(chunk[index], completion)
+                    run.append_jsonl(name, [row])
+                    saved.add(row["id"])
+                    done[row["id"]] = row
+
+                completions = model.chat(
+                    conversations, params, progress=advance, guides=guides if any(guides) else None, on_answer=save
+                )
+                rows = [_row(e, c) for e, c in zip(chunk, completions, strict=True) if e.id not in saved]
             run.append_jsonl(name, rows)
             done.update((row["id"], row) for row in rows)
     progress.update(task_bar, completed=len(examples))
     return done
+
+
+def _row(example: Example, completion: Completion) -> dict[str, Any]:
+    return {"id": example.id, "text": completion.text, "usage": completion.usage, "cached": completion.cached}

@@ -92,7 +92,7 @@ def run_spec(
         preflight(spec.provider)  # a missing key or model is found before a run folder exists
 
     identity = {"spec_hash": spec.hash(), "limit": limit, "stages": list(stages), "dry_run": dry_run}
-    run, resumed = RunFolder.open(out_dir, spec.name, identity)
+    run, resumed = RunFolder.open(out_dir, spec.name, identity, say=console.print)
     console.print(f"[bold]{spec.name}[/]: {'resuming' if resumed else 'run folder'} {run.path}")
     manifest = _manifest(spec, run, identity, splits, limit)
     run.write_spec(spec.doc)
@@ -148,6 +148,7 @@ def run_spec(
         run.write_text(
             "report.md", render_report(manifest, outcome.metrics, outcome.gates, outcome.checks, task, outcome.records)
         )
+        run.close()  # release the folder's lock now, not when the process ends
     if outcome.metrics:
         console.print(results_table(outcome.metrics, manifest, task))
     for gate in outcome.gates:

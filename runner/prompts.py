@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2 import meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import nodes
 
 from runner.errors import InvalidInput
+from runner.jsonl import read_text
 from runner.tasks import Example, Task
+from runner.template_sandbox import ENV as _ENV
+from runner.template_sandbox import compile_template, render, undeclared_variables
 
 Message = dict[str, str]
 
@@ -22,7 +24,8 @@ Message = dict[str, str]
 #: `examples` is the few-shot list (task.shot of each); empty for zero-shot.
 TEMPLATE_VARIABLES = ("text", "record", "examples")
 
-_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+# _ENV: a SandboxedEnvironment with step, size and output budgets, no include/import/extends
+# (runner/template_sandbox.py); any render failure is one InvalidInput naming template and line.
 
 
 class PromptBuilder:
@@ -31,7 +34,7 @@ class PromptBuilder:
         self.task = task
         self.shared = task.prompt_variables()
         allowed = (*TEMPLATE_VARIABLES, *self.shared)
-        self.user_template = _compile(self.template_path.read_text(encoding="utf-8"), str(self.template_path), allowed)
+        self.user_template = _compile(read_text(self.template_path, "template"), str(self.template_path), allowed)
         self.system_template = _compile(system, "prompt.system", allowed) if system else None
 
     def messages(self, example: Example, examples: list[Example] | None = None) -> list[Message]:
@@ -54,12 +57,7 @@ class PromptBuilder:
 
     @staticmethod
     def _render(template: jinja2.Template, context: dict[str, Any], where: str) -> str:
-        try:
-            return template.render(context)
-        except jinja2.UndefinedError as error:
-            raise InvalidInput(f"template error: {error.message}", where=where) from None
-        except jinja2.TemplateError as error:
-            raise InvalidInput(f"template error: {error}", where=where) from None
+        return render(template, context, where)
 
 
 def _compile(source: str, where: str, allowed: tuple[str, ...] = TEMPLATE_VARIABLES) -> jinja2.Template:
@@ -67,7 +65,7 @@ def _compile(source: str, where: str, allowed: tuple[str, ...] = TEMPLATE_VARIAB
         tree = _ENV.parse(source)
     except jinja2.TemplateSyntaxError as error:
         raise InvalidInput(f"template syntax error: {error.message}", where=f"{where}:{error.lineno}") from None
-    unknown = sorted(meta.find_undeclared_variables(tree) - set(allowed))
+    unknown = sorted(undeclared_variables(tree, where) - set(allowed))
     if unknown:
         name = unknown[0]
         line = next((node.lineno for node in tree.find_all(nodes.Name) if node.name == name), None)
@@ -75,4 +73,4 @@ def _compile(source: str, where: str, allowed: tuple[str, ...] = TEMPLATE_VARIAB
             f"undefined template variable {name!r} (available: {', '.join(allowed)})",
             where=f"{where}:{line}" if line else where,
         )
-    return _ENV.from_string(tree)
+    return compile_template(tree, where)

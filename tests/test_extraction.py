@@ -259,7 +259,7 @@ class GazetteerProvider:
     def describe(self):
         return {"model": self.model}
 
-    def chat(self, conversations, params, progress=None, guides=None):
+    def chat(self, conversations, params, progress=None, guides=None, on_answer=None):
         GazetteerProvider.calls.append(len(conversations))
         if self.crash_after is not None and sum(self.calls) > self.crash_after:
             raise KeyboardInterrupt
@@ -338,9 +338,9 @@ def test_few_shot_extraction_shows_answers_of_train_examples(tmp_path, gazetteer
     seen = []
     original = GazetteerProvider.chat
 
-    def recording(self, conversations, params, progress=None, guides=None):
+    def recording(self, conversations, params, progress=None, guides=None, on_answer=None):
         seen.extend(c[-1]["content"] for c in conversations)
-        return original(self, conversations, params, progress, guides)
+        return original(self, conversations, params, progress, guides, on_answer)
 
     monkeypatch.setattr(GazetteerProvider, "chat", recording)
     spec = write_ner_project(

@@ -372,7 +372,7 @@ def test_two_processes_one_spec_the_second_fails_naming_the_first(api, tmp_path)
     spec = remote_spec(tmp_path, api, n_per_label=10)
     out, cache = tmp_path / "runs", tmp_path / "cache"
     api.chat_requests.clear()
-    api.delay = 0.5  # the first run takes ~7 s: long enough for the second to start and meet it
+    api.delay = 2.0  # the first run takes ~8 s: long enough for the second to start (slowly, under load) and meet it
     try:
         first = specrun(spec, out, cache)
         wait_for(lambda: len(api.chat_requests) >= 2)

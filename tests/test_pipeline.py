@@ -34,7 +34,7 @@ class KeywordProvider(Provider):
         text = [c[-1]["content"].rsplit("文本：", 1)[1] for c in conversations]
         return np.array([[sum(ch in t for ch in KEYWORDS[a]) for a in answers] for t in text], dtype=float)
 
-    def chat(self, conversations, params, progress=None, guides=None):
+    def chat(self, conversations, params, progress=None, guides=None, on_answer=None):
         scores = self.score(conversations, list(KEYWORDS))
         return [Completion(f"这条新闻属于{list(KEYWORDS)[int(row.argmax())]}类别") for row in scores]
 

@@ -86,8 +86,10 @@ class Provider(ABC):
         params: dict[str, Any],
         progress: Progress | None = None,
         guides: Sequence[Any] | None = None,
+        on_answer: Callable[[int, Completion], None] | None = None,
     ) -> list[Completion]:
-        """One assistant reply per conversation; `guides` (one per conversation) restrict what may be decoded."""
+        """One assistant reply per conversation; `guides` (one per conversation) restrict what may be
+        decoded; `on_answer(index, completion)` is called as each reply is ready, so callers can save it."""
 
     def score(
         self, conversations: Sequence[Conversation], answers: Sequence[str], progress: Progress | None = None

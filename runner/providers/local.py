@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +236,7 @@ class LocalProvider(Provider):
         params: dict[str, Any],
         progress: Progress | None = None,
         guides: Sequence[Any] | None = None,
+        on_answer: Callable[[int, Completion], None] | None = None,
     ) -> list[Completion]:
         """Greedy (or sampled, if temperature > 0) continuation of each prompt; with guides, guided decoding."""
         from transformers import LogitsProcessorList
@@ -275,6 +276,8 @@ class LocalProvider(Provider):
                     "completion_tokens": int((ids != self.tokenizer.pad_token_id).sum()),
                 }
                 completions.append(Completion(text=text, usage=usage))
+                if on_answer:
+                    on_answer(start + row, completions[-1])
             if progress:
                 progress(len(chunk))
         return completions
