@@ -4,8 +4,9 @@ The first SIGINT or SIGTERM raises KeyboardInterrupt in the main thread: request
 starting requests (providers/remote.py `parallel`), the cache commits what it has, the
 pipeline writes manifest status "interrupted", and the CLI exits 130. A second signal while
 that is happening leaves at once with exit 130 (os._exit: no traceback from a cleanup that
-was itself interrupted). Once the block is left after a signal, further ones are ignored: the
-interpreter's shutdown would otherwise restore the default action and die of the signal.
+was itself interrupted). When the process is about to exit (the CLI's own entry point), further
+signals are ignored once the block is left after one: the interpreter's shutdown would otherwise
+restore the default action and die of the signal. Callers in-process (tests) get their handlers back.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextmanager
-def graceful_interrupts() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise KeyboardInterrupt once, then force exit 130."""
+def graceful_interrupts(exiting: bool = False) -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise KeyboardInterrupt once, then force exit 130.
+
+    exiting: the process ends right after the block (the console script), so after a signal
+    later ones are ignored rather than handed back to the default action."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -41,4 +45,4 @@ def graceful_interrupts() -> Iterator[None]:
         yield
     finally:
         for signum, old in previous.items():
-            signal.signal(signum, signal.SIG_IGN if received else old)
+            signal.signal(signum, signal.SIG_IGN if received and exiting else old)

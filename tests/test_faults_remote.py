@@ -568,5 +568,6 @@ def test_malformed_base_url_fails_fast_in_the_cli(api, tmp_path, capfd):
     assert time.monotonic() - started < 10
     err = capfd.readouterr().err
     assert "provider.base_url" in err and "did you mean http://localhost:8000?" in err
+    assert not (tmp_path / "runs").exists()  # found before a run folder was made
     assert main(["jobs", "list", "--base-url", "htp:/x"]) == 2
     assert "--base-url: 'htp:/x' does not start with http://" in capfd.readouterr().err

@@ -382,9 +382,9 @@ class ChatAPIProvider(Provider):
 
     def delete_model(self, model: str) -> None:
         if self.name == "zhipuai":
-            self._call(lambda: self.client.fine_tuning.models.delete(fine_tuned_model=model))
+            self._call(lambda: _json_answer(lambda: self.client.fine_tuning.models.delete(fine_tuned_model=model)))
         else:
-            self._call(lambda: self.client.models.delete(model))
+            self._call(lambda: _json_answer(lambda: self.client.models.delete(model)))
 
 
 # --- answers, parsed by hand: a server's JSON is checked before it is believed ---------------------
