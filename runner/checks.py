@@ -251,6 +251,20 @@ def count_tokens(valid: list[list[dict]], model: str) -> tuple[list[int], list[i
     return totals, assistant
 
 
+def is_legacy(example: Any) -> bool:
+    return isinstance(example, dict) and "messages" not in example and {"prompt", "completion"} <= set(example)
+
+
+def legacy_to_chat(example: dict[str, Any]) -> dict[str, Any]:
+    """A legacy {prompt, completion} line as chat messages: the prompt is the user's, the completion the answer."""
+    return {
+        "messages": [
+            {"role": "user", "content": example["prompt"]},
+            {"role": "assistant", "content": example["completion"]},
+        ]
+    }
+
+
 def run_checks(path: Path, model: str, n_epochs: int | str | None = None) -> dict[str, Any]:
     rows = read_jsonl(path)
     if not rows:
@@ -258,7 +272,10 @@ def run_checks(path: Path, model: str, n_epochs: int | str | None = None) -> dic
     errors: dict[str, list[int]] = defaultdict(list)
     valid: list[list[dict]] = []
     n_missing_system = n_missing_user = 0
+    n_legacy = 0
     for line, example in rows:
+        if is_legacy(example):  # the notebook's {prompt, completion} lines are checked as the chat they become
+            example, n_legacy = legacy_to_chat(example), n_legacy + 1
         found = format_errors(example)
         for category in dict.fromkeys(found):
             errors[category].append(line)
@@ -281,6 +298,7 @@ def run_checks(path: Path, model: str, n_epochs: int | str | None = None) -> dic
         "encoding": encoding_for_model(model).name,
         "n_examples": len(rows),
         "n_valid": len(valid),
+        "n_legacy_converted": n_legacy,
         "format_errors": {category: {"count": len(lines), "lines": lines[:20]} for category, lines in errors.items()},
         "warnings": {"missing_system_message": n_missing_system, "missing_user_message": n_missing_user},
         "tokens_per_example": distribution(totals),
@@ -307,6 +325,8 @@ def summary_lines(checks: dict[str, Any]) -> list[str]:
     lines = [
         f"{checks['n_valid']}/{checks['n_examples']} examples well-formed ({checks['encoding']}, {checks['model']})"
     ]
+    if checks.get("n_legacy_converted"):
+        lines.append(f"{checks['n_legacy_converted']} legacy prompt/completion lines checked as chat (user → assistant)")
     for category, found in checks["format_errors"].items():
         lines.append(f"format error {category}: {found['count']} (lines {', '.join(map(str, found['lines'][:5]))})")
     for warning, count in checks["warnings"].items():

@@ -351,3 +351,11 @@ def test_few_shot_extraction_shows_answers_of_train_examples(tmp_path, gazetteer
     assert len(seen) == 3 and all(prompt.count("实体：{") == 2 for prompt in seen)
     (folder,) = list((tmp_path / "runs" / "ner").iterdir())
     assert all(len(ids) == 2 for ids in json.loads((folder / "few_shot.json").read_text()).values())
+
+
+def test_check_reads_legacy_prompt_completion_lines_as_chat(tmp_path, capsys):
+    path = tmp_path / "legacy.jsonl"
+    rows = [{"prompt": "请抽取给定Text中的实体，实体包括人名和地名。\nText:张三去了北京\n", "completion": '{"人名": ["张三"], "地名": ["北京"]}'}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows * 3), encoding="utf-8")
+    assert main(["check", str(path)]) == 0
+    assert "3 legacy prompt/completion lines checked as chat" in capsys.readouterr().err
