@@ -14,7 +14,6 @@ before anything prints, caches or writes it. Ctrl-C starts no new request (`para
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -28,7 +27,6 @@ from runner.cache import ResponseCache, cache_key
 from runner.errors import InvalidInput, RuntimeFailure, SpecrunError
 from runner.providers import FINE_TUNE_SETTINGS, Checkpoint, Completion, Conversation, Job, JobEvent, Progress, Provider
 from runner.providers.retry import (
-    CONNECTION_ERRORS,
     MALFORMED_ERRORS,
     MalformedAnswer,
     RateLimiter,
@@ -39,8 +37,11 @@ from runner.providers.retry import (
     status_code,
     with_retries,
 )
-from runner.providers.transport import AnswerTooLarge, attempt_deadline, last_body
+from runner.providers.transport import AnswerTooLarge, attempt_deadline, caused_by, json_answer
 from runner.secrets import redact, register
+
+_json_answer = json_answer  # (also imported under this name by api_scoring)
+_caused_by = caused_by
 
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY", "openai_compatible": "OPENAI_API_KEY"}
 DEFAULT_BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "zhipuai": "ZHIPUAI_BASE_URL"}
@@ -390,29 +391,6 @@ class ChatAPIProvider(Provider):
 # --- answers, parsed by hand: a server's JSON is checked before it is believed ---------------------
 
 
-def _json_answer(send: Callable[[], Any]) -> Any:
-    """send() through the SDK (HTTP errors and dropped connections raise as usual), then the JSON body
-    the server sent, as plain Python values. Whatever the SDK made of an odd body is not used."""
-    try:
-        send()
-    except Exception as error:
-        if too_large := _caused_by(error, AnswerTooLarge):
-            raise MalformedAnswer(str(too_large)) from None
-        code = status_code(error)
-        if (isinstance(code, int) and code >= 400) or isinstance(error, CONNECTION_ERRORS):
-            raise
-        # the SDK choked on the body: read it ourselves below, to say what is wrong with it
-    body = last_body()
-    if body is None:
-        raise MalformedAnswer("the server sent no answer body")
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        if body.lstrip()[:1] == b"<":
-            raise MalformedAnswer("the answer is an HTML page, not JSON") from None
-        raise MalformedAnswer(f"the answer is not JSON ({len(body)} bytes)") from None
-
-
 def _kind(value: Any) -> str:
     """A JSON value's type in JSON's words (for messages)."""
     if value is None:
@@ -537,16 +515,6 @@ def _checkpoint(data: Any) -> Checkpoint:
         metrics=_safe(metrics) if isinstance(metrics, dict) else {},
         model=_text(record, "fine_tuned_model_checkpoint", "a checkpoint", required=False),
     )
-
-
-def _caused_by(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:
-    """The first exception of `kind` in error's chain (the SDKs wrap transport errors)."""
-    seen = 0
-    while error is not None and seen < 10:
-        if isinstance(error, kind):
-            return error
-        error, seen = error.__cause__ or error.__context__, seen + 1
-    return None
 
 
 def _message(error: BaseException) -> str:

@@ -10,19 +10,22 @@ read whole. Here every request the SDKs send:
 - has its body read here, up to MAX_BODY_BYTES after decompression: a larger one is refused
   (AnswerTooLarge) and never reaches the cache or the run folder;
 - leaves its body on the calling thread (`last_body`), so answers are parsed from the bytes the
-  server sent rather than from whatever an SDK made of them.
+  server sent rather than from whatever an SDK made of them (`json_answer`).
 
 openai uses httpx2/httpcore2, zhipuai httpx/httpcore: the same wrappers serve both, given the module.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
+
+from runner.providers.retry import CONNECTION_ERRORS, MalformedAnswer, status_code
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -48,6 +51,40 @@ def attempt_deadline(seconds: float | None) -> Iterator[None]:
 def last_body() -> bytes | None:
     """The body of the last answer this thread received (read by the guarded transport)."""
     return getattr(_local, "body", None)
+
+
+def caused_by(error: BaseException | None, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of `kind` in error's chain (the SDKs wrap transport errors)."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, kind):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+def json_answer(send: Callable[[], Any]) -> Any:
+    """send() through the SDK (HTTP errors and dropped connections raise as usual), then the JSON body
+    the server sent, as plain Python values. Whatever the SDK made of an odd body is not used:
+    a body that is not JSON is a MalformedAnswer saying so (retryable), never a Python message."""
+    try:
+        send()
+    except Exception as error:
+        if too_large := caused_by(error, AnswerTooLarge):
+            raise MalformedAnswer(str(too_large)) from None
+        code = status_code(error)
+        if (isinstance(code, int) and code >= 400) or isinstance(error, CONNECTION_ERRORS):
+            raise
+        # the SDK choked on the body: read it ourselves below, to say what is wrong with it
+    body = last_body()
+    if body is None:
+        raise MalformedAnswer("the server sent no answer body")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        if body.lstrip()[:1] == b"<":
+            raise MalformedAnswer("the answer is an HTML page, not JSON") from None
+        raise MalformedAnswer(f"the answer is not JSON ({len(body)} bytes)") from None
 
 
 def _time_left(timeout: float | None, timeout_error: type[Exception]) -> float | None:
