@@ -31,6 +31,7 @@ from runner.providers import Provider
 from runner.providers.select import open_provider, preflight
 from runner.report import render_report, results_table
 from runner.runs import RunFolder, environment
+from runner.secrets import redact
 from runner.spec import Spec, fine_tune_settings
 from runner.tasks import Example, Task, make_task
 
@@ -90,6 +91,9 @@ def run_spec(
     task, splits, prompts, training = prepared.task, prepared.splits, prepared.prompts, prepared.training
     if not dry_run and ("eval" in stages or fine_tuning):
         preflight(spec.provider)  # a missing key or model is found before a run folder exists
+    cache = None
+    if not dry_run and use_cache and spec.provider["name"] != "local" and ("eval" in stages or fine_tuning):
+        cache = ResponseCache()  # a cache that cannot be opened is exit 3 before a run folder exists
 
     identity = {"spec_hash": spec.hash(), "limit": limit, "stages": list(stages), "dry_run": dry_run}
     run, resumed = RunFolder.open(out_dir, spec.name, identity, say=console.print)
@@ -118,7 +122,6 @@ def run_spec(
             _print_estimate(spec, splits, prompts, console)
             manifest["status"] = "succeeded"
             return outcome
-        cache = ResponseCache() if use_cache and spec.provider["name"] != "local" else None
         models = {"zero_shot": spec.provider["model"], "few_shot": spec.provider["model"]}
         if fine_tuning:
             provider = open_provider(spec.provider, cache)
@@ -139,7 +142,7 @@ def run_spec(
         manifest["status"] = "succeeded"
     except BaseException as error:  # recorded, then re-raised: Ctrl-C and failures leave a readable manifest
         manifest["status"] = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-        manifest["error"] = str(error) or type(error).__name__
+        manifest["error"] = redact(str(error)) or type(error).__name__
         raise
     finally:
         manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
