@@ -3,7 +3,7 @@
 The real `openai` and `zhipuai` SDK clients talk to it over HTTP on 127.0.0.1:
   OpenAI  base_url http://127.0.0.1:PORT/v1
   ZhipuAI base_url http://127.0.0.1:PORT/api/paas/v4
-Routes: chat/completions, files, fine_tuning/jobs (create, list, retrieve, events, checkpoints,
+Routes: chat/completions (with logprobs/top_logprobs), completions (echo + logprobs, prompt lists), files, fine_tuning/jobs (create, list, retrieve, events, checkpoints,
 cancel), models/{id} (OpenAI delete) and fine_tuning/fine_tuned_models/{id} (ZhipuAI delete).
 Run as a script (`python tests/fake_api.py --port 0 --delay 0.02`) for benchmarks in another process.
 """
@@ -34,6 +34,30 @@ def keyword_answer(messages: list[dict[str, str]], model: str) -> str:
     return topic if model.startswith("ft:") else f"这条新闻属于{topic}类别。"
 
 
+# --- label scoring (issue 11): a fake model's log-probabilities --------------------------------------
+# The default "model" reads one character as one token. After the last 类别：, the keyword topic
+# of the text costs 0.1 nats a character and anything else 2.5; every other character costs 1.
+
+
+def keyword_logprobs(text: str) -> tuple[list[str], list[int], list[float | None]]:
+    """tokens, text_offset and token_logprobs of `text` as an echoing completions server returns them."""
+    prompt, _, answer = text.rpartition("类别：")
+    prompt += "类别：" if answer or text.endswith("类别：") else ""
+    topic = keyword_answer([{"role": "user", "content": prompt}], "ft:") if prompt else ""
+    logprobs: list[float | None] = [None] + [-1.0] * (len(prompt) - 1) if prompt else []
+    for i in range(len(text) - len(prompt)):
+        logprobs.append(-0.1 if topic.startswith(text[len(prompt) : len(prompt) + i + 1]) else -2.5)
+    return list(text), list(range(len(text))), logprobs
+
+
+def keyword_top_logprobs(messages: list[dict[str, str]], model: str, n: int) -> list[tuple[str, float]]:
+    """The first answer token's top-n: the keyword topic (one token a word) first, then the other topics."""
+    topic = keyword_answer(messages, "ft:")
+    others = [t for t in TOPICS if t != topic]
+    entries = [(topic, -0.05), ("这", -3.2)] + [(t, -4.0 - i) for i, t in enumerate(others)]
+    return entries[:n]
+
+
 class _QuietServer(ThreadingHTTPServer):
     def handle_error(self, request, client_address):  # a client that timed out and left is expected
         pass
@@ -58,6 +82,12 @@ class FakeAPI:
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     authorization: list[str] = field(default_factory=list)
+    # Label scoring (issue 11): /completions with echo + logprobs, chat logprobs + top_logprobs.
+    # text -> (tokens, text_offset, token_logprobs), or None: a server that answers without logprobs
+    completion_logprobs: Callable[[str], tuple[list[str], list[int], list[float | None]] | None] = keyword_logprobs
+    chat_top_logprobs: Callable[[list[dict[str, str]], str, int], list[tuple[str, float]]] = keyword_top_logprobs
+    max_prompts_per_request: int | None = None  # llama-cpp-python's server takes 1 (and answers 500 to more)
+    completion_requests: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -249,6 +279,8 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
             parts = route.strip("/").split("/")
             if method == "POST" and route == "/chat/completions":
                 return self._chat(json.loads(body), zhipu)
+            if method == "POST" and route == "/completions":
+                return self._completions(json.loads(body))
             if method == "POST" and route == "/files":
                 return self._upload(body)
             if parts[:2] == ["fine_tuning", "jobs"]:
@@ -278,8 +310,65 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
                     "total_tokens": prompt_tokens + len(text),
                 },
             }
+            if request.get("logprobs") and not zhipu:
+                response["choices"][0]["logprobs"] = self._chat_logprobs(request)
             if zhipu:
                 response["request_id"] = response["id"]
+            return self._send(200, response)
+
+        # --- label scoring (issue 11) ----------------------------------------------------------------
+
+        def _chat_logprobs(self, request: dict[str, Any]) -> dict[str, Any]:
+            top = api.chat_top_logprobs(request["messages"], request["model"], int(request.get("top_logprobs") or 0))
+            entries = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]
+            first = entries[0] if entries else {"token": "", "logprob": 0.0, "bytes": []}
+            return {"content": [{**first, "top_logprobs": entries}], "refusal": None}
+
+        def _completions(self, request: dict[str, Any]):
+            """Legacy /v1/completions: with echo, the prompt's own tokens and their log-probabilities."""
+            if api.delay:
+                time.sleep(api.delay)
+            api.completion_requests.append(request)
+            prompts = request["prompt"] if isinstance(request["prompt"], list) else [request["prompt"]]
+            if api.max_prompts_per_request and len(prompts) > api.max_prompts_per_request:
+                return self._error(500, "Internal Server Error", "server_error")
+            choices, prompt_tokens, completion_tokens = [], 0, 0
+            for index, prompt in enumerate(prompts):
+                computed = api.completion_logprobs(prompt)
+                tokens, offsets, logprobs = computed or ([], [], [])
+                generated = min(int(request.get("max_tokens") or 0), 1)
+                if generated:  # one generated token after the prompt: "。"
+                    tokens, offsets, logprobs = [*tokens, "。"], [*offsets, len(prompt)], [*logprobs, -0.5]
+                text = (prompt if request.get("echo") else "") + "。" * generated
+                if not request.get("echo"):
+                    keep = len(tokens) - generated
+                    tokens, offsets, logprobs = tokens[keep:], offsets[keep:], logprobs[keep:]
+                choice: dict[str, Any] = {"index": index, "text": text, "finish_reason": "length", "logprobs": None}
+                if request.get("logprobs") is not None and computed is not None:
+                    choice["logprobs"] = {
+                        "tokens": tokens,
+                        "text_offset": offsets,
+                        "token_logprobs": logprobs,
+                        "top_logprobs": [
+                            None if lp is None else {t: lp} for t, lp in zip(tokens, logprobs, strict=True)
+                        ],
+                    }
+                choices.append(choice)
+                prompt_tokens += len(tokens) - generated
+                completion_tokens += generated
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+            response = {
+                "id": api.next_id("cmpl"),
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": request["model"],
+                "choices": choices,
+                "usage": usage,
+            }
             return self._send(200, response)
 
         def _upload(self, body: bytes):

@@ -161,10 +161,13 @@ def test_openai_compatible_needs_a_base_url(tmp_path):
     assert "openai_compatible needs the server's base_url" in invalid(write_project(tmp_path, overrides))
 
 
-def test_label_scoring_needs_a_local_model(tmp_path):
-    overrides = {"provider": {"name": "openai", "model": "gpt-4o-mini"}, "evaluation.method": "score"}
+def test_label_scoring_needs_token_logprobs_which_zhipuai_lacks(tmp_path):
+    overrides = {"provider": {"name": "zhipuai", "model": "glm-4-flash"}, "evaluation.method": "score"}
     message = invalid(write_project(tmp_path, overrides))
-    assert "method: score needs a local model" in message and "evaluation.method" in message
+    assert "ZhipuAI's chat API returns none" in message and "evaluation.method" in message
+    # OpenAI scores through chat logprobs (issue 11; tests/test_api_scoring.py): valid, path filled in
+    spec = load_spec(write_project(tmp_path, {**overrides, "provider": {"name": "openai", "model": "gpt-4o-mini"}}))
+    assert spec.provider["scoring"] == "chat"
 
 
 def test_chat_providers_default_to_generation(tmp_path):

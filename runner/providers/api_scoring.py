@@ -39,6 +39,7 @@ from runner.cache import cache_key
 from runner.errors import InvalidInput, RuntimeFailure
 from runner.providers import Conversation, Progress
 from runner.providers.retry import MalformedAnswer, Stopped
+from runner.providers.transport import json_answer
 from runner.tokens import encoding_for_model, encoding_name
 
 if TYPE_CHECKING:
@@ -198,12 +199,11 @@ def _add_usage(provider: ChatAPIProvider, usage: Any) -> None:
 
 def _send(provider: ChatAPIProvider, stop: threading.Event, create: Callable[[], Any]) -> dict[str, Any]:
     """One attempt: wait for the rate limiter, send through the SDK, return the JSON body as plain values."""
-    from runner.providers.remote import _json_answer
 
     provider.limiter.wait(stop)
     if stop.is_set():
         raise Stopped
-    data = _json_answer(create)
+    data = json_answer(create)
     if not isinstance(data, dict):
         raise MalformedAnswer("the answer is not a JSON object")
     _add_usage(provider, data.get("usage"))

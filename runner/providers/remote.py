@@ -40,7 +40,7 @@ from runner.providers.retry import (
 from runner.providers.transport import AnswerTooLarge, attempt_deadline, caused_by, json_answer
 from runner.secrets import redact, register
 
-_json_answer = json_answer  # (also imported under this name by api_scoring)
+_json_answer = json_answer
 _caused_by = caused_by
 
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY", "openai_compatible": "OPENAI_API_KEY"}
