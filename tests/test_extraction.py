@@ -312,25 +312,24 @@ def test_extraction_run_resumes_after_interrupt(tmp_path, gazetteer):
 
 @pytest.mark.model
 def test_real_model_extraction_end_to_end(tmp_path):
-    """The embedded gemma, zero-shot and after one LoRA step: constrained answers are always well-formed prefixes."""
+    """The embedded gemma through the whole run, constrained: every answer is a well-formed prefix of the
+    canonical form with only substrings of its text (one LoRA step on top is covered by the TNEWS main-job test)."""
     spec = write_ner_project(
         tmp_path,
         {
             "splits": {"train": {"take": "first", "n": 4}, "eval": {"take": "rest"}},
-            "provider": {"name": "local", "params": {"max_tokens": 24}},
-            "fine_tune": {"enabled": True, "hyperparameters": {"n_epochs": 1, "batch_size": 4}},
-            "evaluation.modes": ["zero_shot", "fine_tuned"],
+            "provider": {"name": "local", "params": {"max_tokens": 20}},
         },
     )
     out = tmp_path / "runs"
-    assert main(["run", str(spec), "--out", str(out)]) in (0, 1)
+    assert main(["run", str(spec), "--out", str(out)]) == 0
     (folder,) = list((out / "ner").iterdir())
     metrics = json.loads((folder / "metrics.json").read_text())
-    assert {"zero_shot", "fine_tuned", "baseline"} <= set(metrics)
+    assert {"zero_shot", "baseline", "baseline_all_data"} == set(metrics)
+    assert metrics["zero_shot"]["hallucinated"] == 0
     for record in map(json.loads, (folder / "predictions.jsonl").read_text().splitlines()):
         guide = AnswerGuide(record["text"], list(NAMES.values()))
-        for mode in ("zero_shot", "fine_tuned"):
-            assert guide.advance(guide.START, record[f"{mode}_answer"]) is not None, record[f"{mode}_answer"]
+        assert guide.advance(guide.START, record["zero_shot_answer"]) is not None, record["zero_shot_answer"]
 
 
 @pytest.mark.parametrize("strategy", ["random", "similar"])

@@ -9,6 +9,7 @@ import torch
 from runner.cli import main
 from runner.data import make_splits
 from runner.prompts import PromptBuilder
+from runner.providers.local import model_dtype
 from runner.spec import load_spec
 from runner.tasks import make_task
 from tests.conftest import ROOT, make_tiny_gemma
@@ -77,7 +78,7 @@ def test_generation_returns_text(gemma, tnews):
 def test_describe_identifies_the_weights(gemma):
     described = gemma.describe()
     assert described["model"] == "gemma-3-270m"
-    assert len(described["sha256"]) == 64 and described["dtype"] == "bfloat16"
+    assert len(described["sha256"]) == 64 and described["dtype"] == str(model_dtype("cpu")).removeprefix("torch.")
 
 
 def test_main_job_runs_end_to_end_on_a_few_lines(tmp_path, monkeypatch):
@@ -89,7 +90,7 @@ def test_main_job_runs_end_to_end_on_a_few_lines(tmp_path, monkeypatch):
     assert code == 0
     (folder,) = list((out / "tnews").iterdir())
     predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
-    labels = set(load_spec(TNEWS).labels)
+    labels = set(load_spec(TNEWS).doc["labels"])
     assert len(predictions) == 8
     assert all(p["zero_shot"] in labels and p["fine_tuned"] in labels for p in predictions)
     manifest = json.loads((folder / "manifest.json").read_text())
