@@ -17,6 +17,7 @@ from runner import PROJECT_ROOT
 SCHEMA_PATH = PROJECT_ROOT / "schemas" / "spec.schema.json"
 DEFAULT_LOCAL_MODEL = "gemma-3-270m"
 REMOTE_ONLY = ("concurrency", "timeout_s", "max_retries")  # provider keys a local model has no use for
+API_SCORING = {"openai_compatible": "completions", "openai": "chat"}  # provider.scoring when method is score
 FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
@@ -44,6 +45,8 @@ def apply_defaults(doc: dict[str, Any], schema: dict[str, Any]) -> None:
     # Label scoring needs a closed answer set and token log-probabilities: classification, local model.
     evaluation.setdefault("method", "score" if task == "classification" and local else "generate")
     evaluation.setdefault("calibration", "mean" if evaluation["method"] == "score" else "none")
+    if evaluation["method"] == "score" and provider["name"] in API_SCORING:
+        provider.setdefault("scoring", API_SCORING[provider["name"]])  # OpenAI returns no prompt logprobs
     if task == "extraction":
         evaluation.setdefault("constrained", True)
     fine_tune = doc["fine_tune"]

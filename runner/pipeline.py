@@ -200,7 +200,16 @@ def _print_estimate(spec: Spec, splits: Splits, prompts: PromptBuilder, console:
         )
         return
     conversations = [prompts.messages(example) for example in splits.eval]
-    estimate = inference_estimate(conversations, provider["model"], provider["params"]["max_tokens"])
+    max_tokens = provider["params"]["max_tokens"]
+    if spec.evaluation["method"] == "score":
+        max_tokens = 1  # label scoring asks for one token
+        if provider.get("scoring") == "completions":  # prompt + label once per label
+            conversations = [
+                [*c[:-1], {**c[-1], "content": c[-1]["content"] + label}]
+                for c in conversations
+                for label in prompts.task.answers()
+            ]
+    estimate = inference_estimate(conversations, provider["model"], max_tokens)
     cost = f"≈ ${estimate['usd']:.4f}" if estimate["usd"] is not None else "cost unknown (no price for this model)"
     console.print(
         f"dry run: nothing spent; evaluating {len(splits.eval)} examples on {provider['model']} would send "

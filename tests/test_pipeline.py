@@ -1,6 +1,7 @@
 """The pipeline and CLI end to end, with a small stand-in for the model where the model is not the point."""
 
 import json
+import re
 import subprocess
 import sys
 from typing import ClassVar
@@ -165,3 +166,16 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "provider.model" in result.stderr and "3 is not of type 'string'" in result.stderr
+
+
+def test_dry_run_prices_label_scoring_by_label(tmp_path, capsys):
+    """Completions scoring sends prompt + label once per label: the estimate counts every one."""
+    provider = {"name": "openai_compatible", "model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9/v1"}
+
+    def prompt_tokens(method: str) -> int:
+        spec = write_project(tmp_path, {"provider": provider, "evaluation.method": method, "evaluation.calibration": "none"})
+        assert main(["run", str(spec), "--dry-run", "--out", str(tmp_path / "runs")]) == 0
+        return int(re.search(r"would send (\d+) prompt tokens", capsys.readouterr().err).group(1))
+
+    generated, scored = prompt_tokens("generate"), prompt_tokens("score")
+    assert scored > 3 * generated  # three labels, each after its own copy of the prompt

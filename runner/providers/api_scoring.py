@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from runner.cache import cache_key
+from runner.defaults import API_SCORING
 from runner.errors import InvalidInput, RuntimeFailure
 from runner.providers import Conversation, Progress
 from runner.providers.retry import MalformedAnswer, Stopped
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 COMPLETIONS = "completions-echo-logprobs"
 CHAT = "chat-top-logprobs"
 PATHS = {"completions": COMPLETIONS, "chat": CHAT}
-DEFAULT_SCORING = {"openai_compatible": "completions", "openai": "chat"}
 TOP_LOGPROBS = 20  # OpenAI's maximum, and vLLM's default --max-logprobs
 FLOOR_MARGIN = 1.0  # nats below the least likely listed token, for a label not listed at all
 API_KEYS = ("scoring", "prompts_per_request")  # provider keys that only API label scoring reads
@@ -77,7 +77,7 @@ def check_scoring_spec(spec: Spec) -> None:
         return
     if name == "zhipuai":
         raise InvalidInput(ZHIPUAI_REFUSAL, where=spec.where("evaluation", "method"))
-    scoring = provider.setdefault("scoring", DEFAULT_SCORING[name])
+    scoring = provider["scoring"]  # its default (by provider) is filled in with the others, runner/defaults.py
     if name == "openai" and scoring != "chat":
         raise InvalidInput(
             "openai scores labels only through chat logprobs (its completions endpoint returns no "
@@ -171,7 +171,7 @@ def score(
     """Log-probability of each answer after each prompt, through the provider's API: (conversations, answers)."""
     if provider.name == "zhipuai":
         raise InvalidInput(ZHIPUAI_REFUSAL, where="evaluation.method")
-    scoring = provider.config.get("scoring") or DEFAULT_SCORING[provider.name]
+    scoring = provider.config.get("scoring") or API_SCORING[provider.name]
     if scoring == "completions":
         return _score_completions(provider, conversations, answers, progress)
     return _score_chat(provider, conversations, answers, progress)
