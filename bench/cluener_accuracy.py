@@ -59,24 +59,31 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=400)
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--model", help="a model fine-tuned earlier (specrun models list): skip the LoRA run")
+    parser.add_argument("--free-limit", type=int, help="evaluate free generation on the first N eval lines only")
     args = parser.parse_args()
     out = Path(tempfile.mkdtemp(prefix="specrun-bench-"))
     split = [f"splits.train.n={args.train}", f"splits.eval.n={args.eval}"]
-    results: dict = {}
-    tuned = _run(
-        f"LoRA on {args.train} lines, {args.epochs} epoch(s), constrained",
-        [*split, f"fine_tune.hyperparameters.n_epochs={args.epochs}", "evaluation.modes=[fine_tuned]"],
-        out,
-        None,
-        results,
-    )
-    model = tuned["fine_tuned_model"]
-    _run(
-        "the same fine-tuned model, free generation",
-        [*split, f"provider.model={model}", "fine_tune.enabled=false", "evaluation.constrained=false",
-         "evaluation.modes=[zero_shot]", "evaluation.baseline=false"],
-        out, None, results,
-    )  # fmt: skip
+    saved = PROJECT_ROOT / "bench" / "results" / "cluener_accuracy.json"
+    results: dict = json.loads(saved.read_text(encoding="utf-8")) if args.model and saved.is_file() else {}
+    model = args.model
+    if model is None:
+        tuned = _run(
+            f"LoRA on {args.train} lines, {args.epochs} epoch(s), constrained",
+            [*split, f"fine_tune.hyperparameters.n_epochs={args.epochs}", "evaluation.modes=[fine_tuned]"],
+            out,
+            None,
+            results,
+        )
+        model = tuned["fine_tuned_model"]
+    tuned_as_base = [*split, f"provider.model={model}", "fine_tune.enabled=false", "evaluation.modes=[zero_shot]",
+                     "evaluation.baseline=false"]  # fmt: skip
+    for constrained in ([True] if args.model else []) + [False]:
+        _run(
+            f"the fine-tuned model, {'constrained' if constrained else 'free generation'}",
+            [*tuned_as_base, f"evaluation.constrained={str(constrained).lower()}"],
+            out, args.free_limit, results,
+        )  # fmt: skip
     base = [*split, "fine_tune.enabled=false", "evaluation.baseline=false"]
     _run("zero-shot, constrained", [*base, "evaluation.modes=[zero_shot]"], out, args.small, results)
     _run("zero-shot, free", [*base, "evaluation.modes=[zero_shot]", "evaluation.constrained=false"], out, args.small,

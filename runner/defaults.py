@@ -48,7 +48,10 @@ def apply_defaults(doc: dict[str, Any], schema: dict[str, Any]) -> None:
     if evaluation["method"] == "score" and provider["name"] in API_SCORING:
         provider.setdefault("scoring", API_SCORING[provider["name"]])  # OpenAI returns no prompt logprobs
     if task == "extraction":
-        evaluation.setdefault("constrained", True)
+        # Measured on CLUENER (bench/RESULTS.md): a fine-tuned model scores higher decoding freely,
+        # since forcing a substring where it would have named something else costs more than the
+        # rare hallucination that reading the answer drops anyway.
+        evaluation.setdefault("constrained", False)
     fine_tune = doc["fine_tune"]
     if local and fine_tune["enabled"]:
         _fill(fine_tune.setdefault("local", {}), schema["properties"]["fine_tune"]["properties"]["local"], schema)

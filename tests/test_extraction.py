@@ -319,6 +319,7 @@ def test_real_model_extraction_end_to_end(tmp_path):
         {
             "splits": {"train": {"take": "first", "n": 4}, "eval": {"take": "rest"}},
             "provider": {"name": "local", "params": {"max_tokens": 20}},
+            "evaluation.constrained": True,
         },
     )
     out = tmp_path / "runs"
