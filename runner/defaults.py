@@ -65,11 +65,6 @@ def _fill(node: dict[str, Any], schema_node: dict[str, Any], root: dict[str, Any
             node[key] = copy.deepcopy(child["default"])
         if isinstance(node.get(key), dict):
             _fill(node[key], child, root)
-    extra = schema_node.get("additionalProperties")
-    if isinstance(extra, dict) and "$ref" in extra:
-        for value in node.values():
-            if isinstance(value, dict):
-                _fill(value, extra, root)
 
 
 def _resolve(schema_node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
