@@ -87,3 +87,22 @@ def make_tiny_gemma(folder: Path, **config) -> Path:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return write_project(tmp_path)
+
+
+CANARY = "sk-canary-5f1d0c9e7b2a"  # the API key every loopback test uses; tests scan outputs for it
+
+
+@pytest.fixture
+def api(monkeypatch, tmp_path):
+    """tests/fake_api.py on 127.0.0.1 with the canary key; cache and registry inside tmp_path, fast backoff."""
+    from tests.fake_api import FakeAPI
+
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+    monkeypatch.setenv("ZHIPUAI_API_KEY", CANARY)
+    monkeypatch.setenv("SPECRUN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPECRUN_REGISTRY", str(tmp_path / "registry"))
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setattr("runner.providers.retry.BACKOFF_BASE_S", 0.01)
+    server = FakeAPI(api_key=CANARY, slow_seconds=1.5).start()
+    yield server
+    server.stop()

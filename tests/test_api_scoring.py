@@ -32,18 +32,6 @@ from tests.test_remote import CANARY, rows
 LABELS = ["科技", "金融", "体育"]
 
 
-@pytest.fixture
-def api(monkeypatch, tmp_path):
-    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
-    monkeypatch.setenv("ZHIPUAI_API_KEY", CANARY)
-    monkeypatch.setenv("SPECRUN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.setattr("runner.providers.retry.BACKOFF_BASE_S", 0.01)
-    server = FakeAPI(api_key=CANARY, slow_seconds=1.5).start()
-    yield server
-    server.stop()
-
-
 def scoring_project(
     root: Path, api: FakeAPI, name: str = "openai_compatible", labels: dict[str, str] | None = None, **provider
 ) -> Path:

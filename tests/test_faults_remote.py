@@ -29,7 +29,7 @@ from runner.providers.remote import check_base_url, preflight
 from runner.providers.retry import retry_after, with_retries
 from tests.conftest import ROOT
 from tests.fake_api import FakeAPI
-from tests.test_remote import CANARY, folders, read, remote_project
+from tests.test_remote import folders, read, remote_project
 
 Respond = Callable[[Any, dict[str, Any]], None]
 
@@ -90,16 +90,10 @@ def chat_requests(api: FakeAPI) -> int:
 
 
 @pytest.fixture
-def api(monkeypatch, tmp_path):
-    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
-    monkeypatch.setenv("ZHIPUAI_API_KEY", CANARY)
-    monkeypatch.setenv("SPECRUN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("SPECRUN_REGISTRY", str(tmp_path / "registry"))
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.setattr("runner.providers.retry.BACKOFF_BASE_S", 0.01)
-    server = FakeAPI(api_key=CANARY).start()
-    yield server
-    server.stop()
+def api(api):
+    """The shared loopback server (tests/conftest.py), with the fake's own 2 s for a slow answer."""
+    api.slow_seconds = 2.0
+    return api
 
 
 def run(spec: Path, out: Path, *extra: str) -> int:

@@ -14,10 +14,9 @@ import pytest
 
 from runner.cli import main
 from runner.providers.retry import RateLimiter, is_retryable, retry_after
-from tests.conftest import ROOT, write_project
+from tests.conftest import CANARY, ROOT, write_project
 from tests.fake_api import FakeAPI
 
-CANARY = "sk-canary-5f1d0c9e7b2a"
 TEXTS = {
     "news_tech": ["苹果发布新款手机芯片", "新能源汽车销量创新高", "人工智能改变医疗", "智能手表热卖"],
     "news_finance": ["央行下调存款准备金率", "股市今日大涨", "银行理财收益下降", "基金股票齐涨"],
@@ -31,18 +30,6 @@ def rows(n_per_label: int) -> list[dict]:
         for i in range(n_per_label)
         for label in TEXTS
     ]
-
-
-@pytest.fixture
-def api(monkeypatch, tmp_path):
-    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
-    monkeypatch.setenv("ZHIPUAI_API_KEY", CANARY)
-    monkeypatch.setenv("SPECRUN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.setattr("runner.providers.retry.BACKOFF_BASE_S", 0.01)
-    server = FakeAPI(api_key=CANARY, slow_seconds=1.5).start()
-    yield server
-    server.stop()
 
 
 def remote_project(root: Path, api: FakeAPI, provider: str = "openai", n_per_label: int = 4, **extra) -> Path:
