@@ -71,7 +71,6 @@ class Outcome:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     gates: list[dict[str, Any]] = field(default_factory=list)
     checks: dict[str, Any] | None = None
-    records: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_spec(
@@ -133,9 +132,7 @@ def run_spec(
             }
             models["fine_tuned"] = state["fine_tuned_model"]
         if "eval" in stages:
-            outcome.metrics, outcome.records = _evaluate(
-                spec, task, splits, prompts, run, console, manifest, models, cache
-            )
+            outcome.metrics = _evaluate(spec, task, splits, prompts, run, console, manifest, models, cache)
             outcome.gates = check_gates(spec, outcome.metrics)
             if not all(gate["passed"] for gate in outcome.gates):
                 outcome.exit_code = EXIT_GATE_FAILED
@@ -149,7 +146,7 @@ def run_spec(
         manifest["wall_seconds"] = round(time.perf_counter() - started, 1)
         run.write_json("manifest.json", manifest)
         run.write_text(
-            "report.md", render_report(manifest, outcome.metrics, outcome.gates, outcome.checks, task, outcome.records)
+            "report.md", render_report(manifest, outcome.metrics, outcome.gates, outcome.checks, task)
         )
         run.close()  # release the folder's lock now, not when the process ends
     if outcome.metrics:
@@ -227,7 +224,7 @@ def _evaluate(
     manifest: dict,
     models: dict[str, str],
     cache: ResponseCache | None,
-) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+) -> dict[str, dict[str, Any]]:
     loaded: dict[str, Provider] = {}
 
     def provider_for(mode: str) -> Callable[[], Provider]:
@@ -270,11 +267,11 @@ def _evaluate(
         manifest["stage_seconds"]["baseline"] = round(time.perf_counter() - started, 1)
     for row, predicted in rows.items():
         for record, value in zip(records, predicted, strict=True):
-            record[row] = task.prediction_field(value)
+            record[row] = value
     metrics = {row: task.score(splits.eval, predicted) for row, predicted in rows.items()}
     run.write_jsonl("predictions.jsonl", records)
     run.write_json("metrics.json", metrics)
-    return metrics, records
+    return metrics
 
 
 def _few_shot_prompts(

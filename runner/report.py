@@ -10,8 +10,6 @@ from rich.table import Table
 from runner.checks import summary_lines
 from runner.tasks import Task, pct
 
-_pct = pct
-
 
 def row_description(row: str, manifest: dict[str, Any], task: Task) -> str:
     if row == "baseline":
@@ -40,12 +38,12 @@ def verdict(metrics: dict[str, dict[str, Any]], task: Task) -> str | None:
     llm, base = max(llms, key=llms.get), max(baselines, key=baselines.get)
     if llms[llm] > baselines[base]:
         return (
-            f"The best LLM row, {llm} ({_pct(llms[llm])} {key}), beats the best {task.baseline_name} baseline, "
-            f"{base} ({_pct(baselines[base])}), by {100 * (llms[llm] - baselines[base]):.1f} points."
+            f"The best LLM row, {llm} ({pct(llms[llm])} {key}), beats the best {task.baseline_name} baseline, "
+            f"{base} ({pct(baselines[base])}), by {100 * (llms[llm] - baselines[base]):.1f} points."
         )
     return (
         f"**The LLM does not beat the classical baseline on this eval split: its best row, {llm}, "
-        f"gets {key} {_pct(llms[llm])} against {_pct(baselines[base])} for {base} ({task.baseline_name}).** "
+        f"gets {key} {pct(llms[llm])} against {pct(baselines[base])} for {base} ({task.baseline_name}).** "
         "Prefer the baseline, or improve the LLM (fine-tuning on more lines, calibration) before relying on it."
     )
 
@@ -68,7 +66,6 @@ def render_report(
     gates: list[dict[str, Any]],
     checks: dict[str, Any] | None,
     task: Task,
-    records: list[dict[str, Any]],
 ) -> str:
     spec = manifest["spec"]
     data = manifest["data"]
@@ -139,7 +136,7 @@ def render_report(
     if checks:
         lines += ["## Fine-tuning data checks", "", *[f"- {line}" for line in summary_lines(checks)], ""]
     if primary in metrics:
-        lines += task.report_section(metrics[primary], primary, records)
+        lines += task.report_section(metrics[primary], primary)
     lines += [
         "## Files",
         "",

@@ -96,16 +96,13 @@ class Task(ABC):
         """The gold answer as predictions.jsonl records it."""
         return example.gold
 
-    def prediction_field(self, predicted: Any) -> Any:
-        return predicted
-
     # Report
     @abstractmethod
     def table_columns(self) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
         """(header, cell) pairs for the results table, after `row` and `what`."""
 
     @abstractmethod
-    def report_section(self, metrics: dict[str, Any], row: str, records: list[dict[str, Any]]) -> list[str]:
+    def report_section(self, metrics: dict[str, Any], row: str) -> list[str]:
         """Markdown lines about the primary row: per class or per type, errors with examples."""
 
     def generation_guide(self, example: Example) -> Any:

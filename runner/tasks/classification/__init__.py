@@ -131,7 +131,7 @@ class ClassificationTask(Task):
             ("invalid", lambda m: str(m["invalid"])),
         ]
 
-    def report_section(self, metrics: dict[str, Any], row: str, records: list[dict[str, Any]]) -> list[str]:
+    def report_section(self, metrics: dict[str, Any], row: str) -> list[str]:
         names = self.labels
         lines = [
             f"## Per class ({row})",

@@ -168,7 +168,7 @@ class ExtractionTask(Task):
             ("halluc.", lambda m: str(m["hallucinated"])),
         ]
 
-    def report_section(self, metrics: dict[str, Any], row: str, records: list[dict[str, Any]]) -> list[str]:
+    def report_section(self, metrics: dict[str, Any], row: str) -> list[str]:
         lines = [
             f"## Per type ({row})",
             "",
