@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from runner import cache_root
 from runner.errors import RuntimeFailure
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's lock before the cache gives up
@@ -33,7 +34,7 @@ FAILURES = (sqlite3.Error, OSError, MemoryError)
 
 
 def default_path() -> Path:
-    return Path(os.environ.get("SPECRUN_CACHE", Path.home() / ".cache" / "specrun")) / "responses.sqlite"
+    return cache_root() / "responses.sqlite"
 
 
 def cache_key(request: dict[str, Any]) -> str:

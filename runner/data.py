@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner.defaults import FORMAT_BY_SUFFIX
 from runner.errors import InvalidInput
 from runner.jsonl import read_jsonl, read_text
 from runner.tasks import Example, Task, make_task
@@ -130,7 +131,7 @@ def make_splits(spec: Spec, task: Task | None = None, limit: int | None = None) 
         path = section.get("path", spec.data.get("path"))
         if path not in pools:
             main = path == spec.data.get("path")
-            fmt = section.get("format") or (spec.data.get("format") if main else None) or _format_of(path)
+            fmt = section.get("format") or (spec.data.get("format") if main else None) or FORMAT_BY_SUFFIX.get(Path(path).suffix.lower(), "jsonl")
             examples, excluded = load_examples(task, path, fmt, "" if main else f"{Path(path).name}:")
             pools[path] = examples
             labelled.extend(examples)
@@ -162,10 +163,6 @@ def make_splits(spec: Spec, task: Task | None = None, limit: int | None = None) 
         validation=chosen.get("validation", []),
         labelled=labelled,
     )
-
-
-def _format_of(path: str) -> str:
-    return {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(Path(path).suffix.lower(), "jsonl")
 
 
 def take(

@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from runner import cache_root
 from runner.errors import InvalidInput, RuntimeFailure
 from runner.providers import Checkpoint, Job, JobEvent
 
@@ -37,10 +38,6 @@ RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
     "step": int,
     "checkpoints": list,
 }
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SPECRUN_CACHE", Path.home() / ".cache" / "specrun"))
 
 
 class LocalRegistry:

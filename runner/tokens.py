@@ -20,7 +20,7 @@ from pathlib import Path
 
 import tiktoken
 
-from runner import PROJECT_ROOT
+from runner import PROJECT_ROOT, cache_root
 from runner.errors import RuntimeFailure
 
 RANK_FILES = PROJECT_ROOT / "data" / "tiktoken"
@@ -47,7 +47,7 @@ def encoding_for_model(model: str) -> tiktoken.Encoding:
     name = encoding_name(model)
     if name is None:
         raise KeyError(f"no shipped tiktoken encoding for model {model!r} (shipped: {', '.join(SHIPPED_ENCODINGS)})")
-    cache_dir = Path(os.environ.get("SPECRUN_CACHE", Path.home() / ".cache" / "specrun")) / "tiktoken"
+    cache_dir = cache_root() / "tiktoken"
     install_rank_file(name, cache_dir)
     os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)  # tiktoken verifies the sha256 again as it loads
     return tiktoken.get_encoding(name)
