@@ -110,7 +110,8 @@ def load_examples(task: Task, path: str | Path, fmt: str, id_prefix: str = "") -
         else:
             examples.append(example)
     if not examples:
-        raise InvalidInput("no examples left after exclusions", where=str(path))
+        why = f"all {n_excluded} rows are excluded by the spec" if n_excluded else "the file has no rows"
+        raise InvalidInput(f"no examples: {why}", where=str(path))
     return examples, n_excluded
 
 

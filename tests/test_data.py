@@ -81,3 +81,16 @@ def test_stratified_keeps_class_shares():
     pool, got = Counter(e.gold for e in examples), Counter(e.gold for e in chosen)
     for label, count in pool.items():
         assert abs(got[label] - 700 * count / len(examples)) < 1
+
+
+def test_an_empty_data_file_says_so(tmp_path):
+    path = write_project(tmp_path)
+    (tmp_path / "data.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(InvalidInput, match="no examples: the file has no rows"):
+        make_splits(load_spec(path))
+
+
+def test_a_file_whose_rows_are_all_excluded_says_so(tmp_path):
+    path = write_project(tmp_path, rows=[{"sentence": "某股票停牌", "label_desc": "news_stock"}])
+    with pytest.raises(InvalidInput, match="no examples: all 1 rows are excluded by the spec"):
+        make_splits(load_spec(path))
