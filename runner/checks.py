@@ -2,7 +2,7 @@
 
 Format errors by category (with the lines that have them), warnings, exact token
 distributions, examples over the model's training limit, the default-epochs rule, billed
-tokens and a cost estimate from data/prices.yaml.
+tokens and a cost estimate from runner/resources/prices.yaml.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from runner import PROJECT_ROOT
+from runner import RESOURCES
 from runner.errors import InvalidInput
 from runner.jsonl import read_text, split_lines
 from runner.tokens import encoding_for_model, encoding_name
 
-PRICES_PATH = PROJECT_ROOT / "data" / "prices.yaml"
+PRICES_PATH = RESOURCES / "prices.yaml"
 
 ROLES = ("system", "user", "assistant", "function", "tool")
 MESSAGE_KEYS = ("role", "content", "name", "function_call", "weight", "tool_calls", "tool_call_id")

@@ -12,9 +12,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from runner import PROJECT_ROOT
+from runner import RESOURCES
 
-SCHEMA_PATH = PROJECT_ROOT / "schemas" / "spec.schema.json"
+SCHEMA_PATH = RESOURCES / "spec.schema.json"  # schemas/spec.schema.json in the checkout
 DEFAULT_LOCAL_MODEL = "gemma-3-270m"
 REMOTE_ONLY = ("concurrency", "timeout_s", "max_retries")  # provider keys a local model has no use for
 API_SCORING = {"openai_compatible": "completions", "openai": "chat"}  # provider.scoring when method is score

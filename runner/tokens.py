@@ -1,4 +1,4 @@
-"""Exact OpenAI token counts offline, from the tiktoken rank files shipped in data/tiktoken/.
+"""Exact OpenAI token counts offline, from the tiktoken rank files shipped in runner/resources/tiktoken/.
 
 tiktoken normally downloads these files; it also reads them from TIKTOKEN_CACHE_DIR under the
 SHA-1 of their download URL. We place our verified copies there, so tiktoken's own encoding
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import tiktoken
 
-from runner import PROJECT_ROOT, cache_root
+from runner import RESOURCES, cache_root
 from runner.errors import RuntimeFailure
 
-RANK_FILES = PROJECT_ROOT / "data" / "tiktoken"
+RANK_FILES = RESOURCES / "tiktoken"
 _URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 SHIPPED_ENCODINGS = ("cl100k_base", "o200k_base")
 #: The hashes tiktoken itself expects for these files (tiktoken_ext/openai_public.py).
@@ -62,7 +62,7 @@ def install_rank_file(name: str, cache_dir: Path) -> Path:
     """Make sure `cache_dir` holds a good copy of `name`'s rank file; returns its path.
 
     A file with the expected sha256 is left alone; anything else (missing, truncated,
-    corrupt) is replaced from data/tiktoken/ atomically. RuntimeFailure when the cache
+    corrupt) is replaced from runner/resources/tiktoken/ atomically. RuntimeFailure when the cache
     folder cannot be written or the shipped copy itself is damaged.
     """
     expected = EXPECTED_SHA256[name]

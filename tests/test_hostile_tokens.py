@@ -1,4 +1,4 @@
-"""The tokenizer cache: a damaged cached rank file is replaced from data/tiktoken/, never downloaded."""
+"""The tokenizer cache: a damaged cached rank file is replaced from runner/resources/tiktoken/, never downloaded."""
 
 from __future__ import annotations
 
