@@ -24,34 +24,77 @@ from runner.safe_yaml import load_yaml
 from runner.tasks import task_class
 from runner.tokens import encoding_name
 
-GATE_PATTERN = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|>|<|==)\s*(\S+)\s*$")
+NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+GATE_PATTERN = re.compile(
+    r"^\s*(?P<left>[A-Za-z_][\w.]*)\s*(?P<op>>=|<=|>|<|==)\s*"
+    rf"(?P<right>[A-Za-z_][\w.]*|{NUMBER})"
+    rf"(?:\s*(?P<sign>[-+])\s*(?P<offset>{NUMBER}))?"
+    r"(?:\s*\(\s*(?P<confidence>[^()%]*?)\s*%\s*\))?\s*$"
+)
+GATE_SYNTAX = "'accuracy >= 0.4', 'fine_tuned.accuracy > zero_shot.accuracy + 0.02 (95%)', 'accuracy >= against.accuracy - 0.01'"
+AGAINST = "against"  # the row prefix naming the run given with --against
 PATH_KEYS = ("path", "template")  # --set values under these keys are paths relative to the working directory
 
 
 @dataclass(frozen=True)
 class Gate:
+    """`[row.]metric op threshold [± offset] [(confidence%)]`.
+
+    threshold is a number or a (row, metric) reference; with `against` true the reference names the
+    run given with --against, and a None row there means the left side's row. confidence (a fraction)
+    makes a gate pass only when the difference holds at that one-sided bootstrap confidence.
+    """
+
     row: str | None  # None: the first evaluation mode's row
     metric: str
     op: str
     threshold: float | tuple[str | None, str]  # a number, or (row, metric) to compare against
+    offset: float = 0.0  # added to a referenced threshold: 'against.accuracy - 0.01'
+    confidence: float | None = None  # e.g. 0.95 for '(95%)'
+    against: bool = False  # the threshold names the --against run
 
     @classmethod
     def parse(cls, text: str, where: str, metrics: tuple[str, ...]) -> Gate:
         match = GATE_PATTERN.match(text)
         if not match:
-            raise InvalidInput(f"cannot read gate {text!r}; write it like 'accuracy >= 0.4'", where=where)
-        left, op, right = match.groups()
+            raise InvalidInput(f"cannot read gate {text!r}; write it like {GATE_SYNTAX}", where=where)
+        left, op, right = match["left"], match["op"], match["right"]
         row, metric = _split_metric(left, where, metrics)
+        if row == AGAINST or (row or "").startswith(AGAINST + "."):
+            raise InvalidInput(f"gate {text!r}: {AGAINST}.… goes on the right-hand side", where=where)
+        offset = float(match["offset"]) * (-1 if match["sign"] == "-" else 1) if match["offset"] else 0.0
+        against = False
         try:
             threshold: float | tuple[str | None, str] = float(right)
         except ValueError:
             threshold = _split_metric(right, where, metrics)
+            ref_row = threshold[0] or ""
+            if ref_row == AGAINST or ref_row.startswith(AGAINST + "."):
+                against = True
+                threshold = (ref_row.removeprefix(AGAINST).removeprefix(".") or None, threshold[1])
         else:
             if not math.isfinite(threshold):
                 raise InvalidInput(f"gate {text!r} compares with {right}; use a finite number", where=where)
-        if threshold == (row, metric):
+            if match["offset"]:
+                raise InvalidInput(f"gate {text!r}: write the threshold as one number", where=where)
+        if not math.isfinite(offset):
+            raise InvalidInput(f"gate {text!r} adds {match['offset']}; use a finite number", where=where)
+        if threshold == (row, metric) and not against and not offset:
             raise InvalidInput(f"gate {text!r} compares a metric with itself", where=where)
-        return cls(row, metric, op, threshold)
+        confidence = None
+        if match["confidence"] is not None:
+            try:
+                percent = float(match["confidence"])
+            except ValueError:
+                percent = math.nan
+            if not 50 <= percent <= 99.9:
+                raise InvalidInput(
+                    f"gate {text!r}: confidence ({match['confidence']}%) must be a number from 50 to 99.9", where=where
+                )
+            if op == "==":
+                raise InvalidInput(f"gate {text!r}: a confidence needs <, <=, > or >=, not ==", where=where)
+            confidence = percent / 100
+        return cls(row, metric, op, threshold, offset, confidence, against)
 
 
 def _split_metric(ref: str, where: str, metrics: tuple[str, ...]) -> tuple[str | None, str]:
@@ -262,7 +305,7 @@ def _check_semantics(spec: Spec) -> None:
     gates = spec.gates
     for gate in gates:
         refs = [(gate.row, gate.metric)]
-        if isinstance(gate.threshold, tuple):
+        if isinstance(gate.threshold, tuple) and not gate.against:  # --against rows are checked when it is read
             refs.append(gate.threshold)
         for row, _ in refs:
             if row not in rows:

@@ -11,7 +11,10 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Where = Callable[..., str]  # spec.where: key path -> "spec.yaml:12: key.path"
 
@@ -96,6 +99,20 @@ class Task(ABC):
         """The gold answer as predictions.jsonl records it."""
         return example.gold
 
+    # Uncertainty (runner/stats.py resamples examples; lm-evaluation-harness's per-example results + aggregation)
+    def example_stats(self, examples: list[Example], predicted: list[Any]) -> np.ndarray | None:
+        """One row of counts per example, shape (n, k), whose column sums `aggregate` turns into every metric.
+
+        Counts, not per-example scores: macro-F1 and entity F1 divide summed TP/FP/FN, so a resample's
+        metric is only right when its counts are summed first. None: this task has no intervals.
+        """
+        return None
+
+    def aggregate(self, totals: np.ndarray) -> dict[str, Any]:
+        """Every name in `metrics` from column sums of `example_stats`: totals of shape (k,) give numbers,
+        (resamples, k) give one value per resample. aggregate(stats.sum(axis=0)) equals `score`'s metrics."""
+        raise NotImplementedError(f"{self.name} has no per-example statistics")
+
     # Report
     @abstractmethod
     def table_columns(self) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
@@ -127,3 +144,10 @@ def make_task(doc: dict[str, Any]) -> Task:
 
 def pct(value: float) -> str:
     return f"{100 * value:.1f}%"
+
+
+def pct_ci(metrics: dict[str, Any], key: str) -> str:
+    """'41.1% (38.0–44.2)': a percentage with its 95% bootstrap interval when the row has one."""
+    bounds = (metrics.get("ci95") or {}).get(key)
+    text = pct(metrics[key])
+    return f"{text} ({100 * bounds[0]:.1f}–{100 * bounds[1]:.1f})" if bounds else text

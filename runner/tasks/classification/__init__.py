@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from runner.errors import InvalidInput
-from runner.tasks import Decoded, Example, Task, Where, pct
+from runner.tasks import Decoded, Example, Task, Where, pct_ci
 from runner.tasks.classification.baseline import baseline_predictions
-from runner.tasks.classification.metrics import classification_metrics
+from runner.tasks.classification.metrics import classification_aggregate, classification_metrics, classification_stats
 from runner.tasks.classification.normalize import fold, normalize_answer
 
 
@@ -121,13 +121,19 @@ class ClassificationTask(Task):
     def score(self, examples: list[Example], predicted: list[Any]) -> dict[str, Any]:
         return classification_metrics([e.gold for e in examples], predicted, list(self.labels))
 
+    def example_stats(self, examples: list[Example], predicted: list[Any]) -> np.ndarray:
+        return classification_stats([e.gold for e in examples], predicted, list(self.labels))
+
+    def aggregate(self, totals: np.ndarray) -> dict[str, Any]:
+        return classification_aggregate(totals, len(self.labels))
+
     def baseline(self, train: list[Example], evaluation: list[Example]) -> list[Any]:
         return baseline_predictions(train, evaluation)
 
     def table_columns(self) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
         return [
-            ("accuracy", lambda m: pct(m["accuracy"])),
-            ("macro-F1", lambda m: pct(m["macro_f1"])),
+            ("accuracy", lambda m: pct_ci(m, "accuracy")),
+            ("macro-F1", lambda m: pct_ci(m, "macro_f1")),
             ("invalid", lambda m: str(m["invalid"])),
         ]
 

@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from runner.errors import InvalidInput
-from runner.tasks import Decoded, Example, Task, Where, pct
+from runner.tasks import Decoded, Example, Task, Where, pct_ci
 from runner.tasks.classification import join_text
 from runner.tasks.extraction.answer import AnswerGuide, Entity, locate, parse, render
 from runner.tasks.extraction.baseline import crf_predictions
-from runner.tasks.extraction.metrics import entity_metrics
+from runner.tasks.extraction.metrics import entity_aggregate, entity_metrics, entity_stats
 
 ROW_FORMATS = ("cluener", "entities", "prompt_completion")
 LEGACY_MARKER = "Text:"  # the notebook's prompt: 请抽取给定Text中的实体…\nText:<文本>\n
@@ -154,16 +156,22 @@ class ExtractionTask(Task):
         gold = [self.gold_field(e) for e in examples]
         return entity_metrics(gold, predicted, list(self.types), [e.text for e in examples])
 
+    def example_stats(self, examples: list[Example], predicted: list[Any]) -> np.ndarray:
+        return entity_stats([self.gold_field(e) for e in examples], predicted, list(self.types))
+
+    def aggregate(self, totals: np.ndarray) -> dict[str, Any]:
+        return entity_aggregate(totals, len(self.types))
+
     def baseline(self, train: list[Example], evaluation: list[Example]) -> list[Any]:
         return crf_predictions(train, evaluation)
 
     # Report
     def table_columns(self) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
         return [
-            ("entity F1", lambda m: pct(m["entity_f1"])),
-            ("P", lambda m: pct(m["entity_precision"])),
-            ("R", lambda m: pct(m["entity_recall"])),
-            ("macro-F1", lambda m: pct(m["macro_f1"])),
+            ("entity F1", lambda m: pct_ci(m, "entity_f1")),
+            ("P", lambda m: pct_ci(m, "entity_precision")),
+            ("R", lambda m: pct_ci(m, "entity_recall")),
+            ("macro-F1", lambda m: pct_ci(m, "macro_f1")),
             ("invalid", lambda m: str(m["invalid"])),
             ("halluc.", lambda m: str(m["hallucinated"])),
         ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 
 def _f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
     precision = tp / (tp + fp) if tp + fp else 0.0
@@ -78,6 +80,57 @@ def entity_metrics(
         "unknown_types": n_unknown,
         "per_type": per_type,
     }
+
+
+def entity_stats(gold: list[list[Any]], predicted: list[dict[str, Any]], types: list[str]) -> np.ndarray:
+    """Per example: [1, invalid, hallucinated, predicted strings, TP per type…, FP per type…, FN per type…],
+    counted exactly as `entity_metrics` counts them (see `entity_aggregate`)."""
+    index = {t: i for i, t in enumerate(types)}
+    m = len(types)
+    stats = np.zeros((len(gold), 4 + 3 * m))
+    for row, (gold_spans, prediction) in enumerate(zip(gold, predicted, strict=True)):
+        truth = {(t, s, e) for t, s, e, *_ in gold_spans}
+        guess = {tuple(span) for span in prediction["spans"]}
+        stats[row, :4] = (
+            1, bool(prediction.get("invalid")), len(prediction.get("hallucinated", [])),
+            prediction.get("n_strings", len(guess)),
+        )  # fmt: skip
+        for span in truth | guess:
+            if span[0] not in index:
+                continue
+            kind = 0 if span in truth and span in guess else (1 if span in guess else 2)
+            stats[row, 4 + kind * m + index[span[0]]] += 1
+    return stats
+
+
+def _ratio(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
+    top, bottom = np.asarray(top, dtype=float), np.asarray(bottom, dtype=float)
+    return np.divide(top, bottom, out=np.zeros(np.broadcast(top, bottom).shape), where=bottom > 0)
+
+
+def _f1_arrays(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_f1` over arrays, the same arithmetic, so aggregating every example gives `entity_metrics`' figures."""
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    return precision, recall, _ratio(2 * precision * recall, precision + recall)
+
+
+def entity_aggregate(totals: np.ndarray, n_types: int) -> dict[str, Any]:
+    """entity P/R/F1 (micro), macro_f1 over types with support, invalid and hallucination rates from summed stats."""
+    totals = np.asarray(totals, dtype=float)
+    n, invalid, hallucinated, strings = (totals[..., i] for i in range(4))
+    tp, fp, fn = (totals[..., 4 + i * n_types : 4 + (i + 1) * n_types] for i in range(3))
+    precision, recall, f1 = _f1_arrays(tp.sum(axis=-1), fp.sum(axis=-1), fn.sum(axis=-1))
+    per_type_f1 = _f1_arrays(tp, fp, fn)[2]
+    supported = (tp + fn) > 0
+    found = {
+        "entity_precision": precision,
+        "entity_recall": recall,
+        "entity_f1": f1,
+        "macro_f1": _ratio((per_type_f1 * supported).sum(axis=-1), supported.sum(axis=-1)),
+        "invalid_rate": _ratio(invalid, n),
+        "hallucination_rate": _ratio(hallucinated, strings),
+    }
+    return {k: float(v) if np.ndim(v) == 0 else v for k, v in found.items()}
 
 
 def _classify(truth: set, guess: set, text: str) -> list[tuple[str, str, str]]:
