@@ -46,8 +46,20 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="data checks on a spec's training file or on any chat JSONL")
     check.add_argument("target", type=Path, metavar="SPEC_OR_JSONL")
     check.add_argument("--model", help="model whose tokenizer, limit and price to use (JSONL; default gpt-4o-mini)")
-    check.add_argument("--out", type=Path, default=Path("runs"))
+    check.add_argument(
+        "--out", type=Path, help="JSONL: write DIR/checks.json; spec: the runs folder, as for run (default: ./runs)"
+    )
+    check.add_argument("--json", action="store_true", help="print checks.json to stdout (human lines stay on stderr)")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    init = commands.add_parser("init", help="write a commented spec and template for a dataset")
+    init.add_argument("data", type=Path, metavar="DATA_FILE")
+    init.add_argument("--task", choices=["classification", "extraction"], help="default: guessed from the rows")
+    init.add_argument("--out", type=Path, default=Path("."), help="folder for NAME.yaml and templates/ (default: .)")
+    init.add_argument("--name", help="spec name (default: the data file's name)")
+    init.add_argument("--text-field", help="the field holding the text (default: guessed)")
+    init.add_argument("--label-field", help="classification: the field holding the label (default: guessed)")
+    init.add_argument("--force", action="store_true", help="overwrite a spec or template already there")
 
     cache = commands.add_parser("cache", help="the response cache: show its size, or clear it")
     cache.add_argument("action", choices=["info", "clear"], nargs="?", default="info")
@@ -93,11 +105,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from runner.jobs import jobs_command, models_command
 
         return (jobs_command if args.command == "jobs" else models_command)(args, console)
+    if args.command == "init":
+        from runner.init import init_command
+
+        return init_command(args, console)
     if args.command == "check":
         from runner.checks import check_target_kind
 
         if check_target_kind(args.target) == "data":  # by suffix, then content: never a spec read as data
-            return _check_jsonl(args.target, args.model or "gpt-4o-mini-2024-07-18", args.overrides)
+            return _check_jsonl(args.target, args.model or "gpt-4o-mini-2024-07-18", args.overrides, args.out, args.json)
     spec = load_spec(args.target if args.command == "check" else args.spec, args.overrides)
     if args.command == "validate":
         from runner.pipeline import prepare
@@ -125,10 +141,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         stages=stages[args.command],
         limit=limit,
         dry_run=getattr(args, "dry_run", False),
-        out_dir=args.out,
+        out_dir=args.out or Path("runs"),
         console=console,
         use_cache=not getattr(args, "no_cache", False),
     )
+    if getattr(args, "json", False) and outcome.checks is not None:
+        _print_json(outcome.checks)
     return outcome.exit_code
 
 
@@ -143,7 +161,9 @@ def _cache(action: str) -> int:
     return EXIT_OK
 
 
-def _check_jsonl(path: Path, model: str, overrides: list[str] | None = None) -> int:
+def _check_jsonl(
+    path: Path, model: str, overrides: list[str] | None = None, out: Path | None = None, as_json: bool = False
+) -> int:
     from runner.checks import run_checks, summary_lines
     from runner.errors import InvalidInput
     from runner.tokens import encoding_name
@@ -152,10 +172,51 @@ def _check_jsonl(path: Path, model: str, overrides: list[str] | None = None) -> 
         raise InvalidInput(f"--set {overrides[0]!r}: --set changes a spec; {path} is a data file")
     if encoding_name(model) is None:
         raise InvalidInput(f"--model {model!r}: no shipped tiktoken encoding for this model")
+    if out is not None:
+        _make_out(out)  # a folder that cannot be made is found before the checks run
     checks = run_checks(path, model)  # empty, non-UTF-8 or unreadable files: InvalidInput (exit 2)
     for line in summary_lines(checks):
         console.print(line, highlight=False)
+    if out is not None:
+        console.print(f"checks: {_write_checks(checks, out)}", highlight=False)
+    if as_json:
+        _print_json(checks)
     return EXIT_INVALID if checks["format_errors"] else EXIT_OK
+
+
+def _make_out(out: Path) -> None:
+    from runner.errors import RuntimeFailure
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RuntimeFailure(f"--out {out}: is a file, not a folder") from None
+    except OSError as error:
+        raise RuntimeFailure(f"--out {out}: cannot create it: {error.strerror or error}") from None
+
+
+def _write_checks(checks: dict, out: Path) -> Path:
+    """out/checks.json, written whole or not at all; a folder that cannot hold it is exit 3."""
+    import json
+    import os
+
+    from runner.errors import RuntimeFailure
+
+    target, partial = out / "checks.json", out / "checks.json.partial"
+    try:
+        partial.write_text(json.dumps(checks, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, target)
+    except OSError as error:
+        raise RuntimeFailure(f"--out {out}: cannot write checks.json: {error.strerror or error}") from None
+    return target
+
+
+def _print_json(value: dict) -> None:
+    """The only thing a command prints to stdout, so `specrun check --json … | jq` reads it whole."""
+    import json
+
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,141 @@
+"""specrun init: a spec and template guessed from a dataset, which specrun validate accepts unchanged."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from runner.cli import main
+from tests.conftest import ROOT
+
+AG_NEWS = [  # an AG News sample: label, title, description
+    ("World", "Talks resume in Geneva", "Negotiators returned to the table on Monday after a week-long pause in talks."),
+    ("Sports", "Late goal lifts United", "A stoppage-time header gave United a narrow win over their city rivals."),
+    ("Business", "Oil prices climb", "Crude rose for a third day as supply worries outweighed signs of slower demand."),
+    ("Sci/Tech", "New chip doubles speed", "The processor runs twice as fast while drawing less power, the maker said."),
+] * 5
+
+
+def write_ag_news(path: Path) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["label", "title", "description"])
+        writer.writerows(AG_NEWS)
+    return path
+
+
+def init(*args: str) -> int:
+    return main(["init", *map(str, args)])
+
+
+def test_tnews_guesses_the_seed_spec_fields_and_validates(tmp_path, capsys):
+    assert init(ROOT / "data" / "tnews" / "tnews.json", "--out", tmp_path) == 0
+    out = capsys.readouterr().err
+    assert "label field 'label_desc'" in out and "text field 'sentence'" in out
+    assert "news_stock (32)" in out  # every label with its count
+    spec_path = tmp_path / "tnews.yaml"
+    spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    assert spec["data"]["label_field"] == "label_desc" and spec["data"]["text_fields"] == ["sentence"]
+    assert spec["labels"]["news_tech"] == "tech"  # the shared news_ prefix is not a word the model needs
+    assert len(spec["labels"]) == 15
+    assert "# exclude_labels: [news_stock]" in spec_path.read_text(encoding="utf-8")  # suggested, not applied
+    assert main(["validate", str(spec_path)]) == 0
+
+
+def test_cluener_is_extraction_with_its_entity_types_and_validates(tmp_path, capsys):
+    assert init(ROOT / "data" / "cluener" / "train.json", "--out", tmp_path) == 0
+    assert "10 entity types: name (" in capsys.readouterr().err
+    spec_path = tmp_path / "cluener_train.yaml"  # train.json says nothing: its folder's name goes in front
+    spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    assert spec["task"] == "extraction" and spec["data"]["format"] == "cluener"
+    assert set(spec["entities"]) == {"name", "address", "organization", "company", "government",
+                                     "position", "game", "book", "movie", "scene"}  # fmt: skip
+    assert main(["validate", str(spec_path)]) == 0
+
+
+def test_an_ag_news_csv_outside_the_spec_folder_validates(tmp_path):
+    data = write_ag_news(tmp_path / "ag_news.csv")
+    specs = tmp_path / "specs"
+    assert init(data, "--out", specs, "--name", "news") == 0
+    spec_path = specs / "news.yaml"
+    spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    assert spec["data"] == {"path": "../ag_news.csv", "format": "csv", "text_fields": ["description"],
+                            "label_field": "label"}  # fmt: skip
+    assert spec["labels"] == {"World": "World", "Sports": "Sports", "Business": "Business", "Sci/Tech": "Sci/Tech"}
+    assert spec["splits"]["train"]["n"] + spec["splits"]["eval"]["n"] <= len(AG_NEWS)
+    assert main(["validate", str(spec_path)]) == 0
+    template = (specs / "templates" / "news.jinja").read_text(encoding="utf-8")
+    prompt = jinja2.Template(template).render(labels=["World", "Sports"], examples=[], text="A headline")
+    assert prompt.startswith("Classify the text into one of these categories: World, Sports.")  # the comment is silent
+    assert prompt.endswith("Text: A headline\nCategory:")
+
+
+def test_a_json_array_with_numeric_labels_keeps_them_strings(tmp_path):
+    rows = [{"id": i, "review": f"review number {i} says the film was {'good' if i % 2 else 'bad'}", "stars": i % 2}
+            for i in range(12)]  # fmt: skip
+    data = tmp_path / "reviews.json"
+    data.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    assert init(data, "--out", tmp_path) == 0
+    spec = yaml.safe_load((tmp_path / "reviews.yaml").read_text(encoding="utf-8"))
+    assert spec["data"]["format"] == "json" and spec["data"]["label_field"] == "stars"
+    assert spec["labels"] == {"0": "0", "1": "1"}  # quoted in the YAML: the rows' 0 and 1 read as "0" and "1"
+    assert main(["validate", str(tmp_path / "reviews.yaml")]) == 0
+
+
+def test_the_comments_carry_the_schemas_defaults(tmp_path):
+    assert init(write_ag_news(tmp_path / "ag.csv"), "--out", tmp_path) == 0
+    text = (tmp_path / "ag.yaml").read_text(encoding="utf-8")
+    schema = json.loads((ROOT / "schemas" / "spec.schema.json").read_text(encoding="utf-8"))
+    batch_size = schema["properties"]["provider"]["properties"]["batch_size"]["default"]
+    assert f"batch_size={batch_size}" in text
+    assert "poll_interval_s=" in text and 'modes=["zero_shot"]' in text
+    sections = [line.split(":")[0] for line in text.splitlines() if line and not line.startswith((" ", "#"))]
+    for section in ("data", "labels", "splits", "prompt", "provider", "checks", "fine_tune", "evaluation"):
+        above = text.split(f"\n{section}:")[0].rstrip().splitlines()[-1]
+        assert section in sections and above.startswith("#"), section  # every section says what it does
+
+
+def test_existing_files_are_kept_without_force(tmp_path, capsys):
+    data = write_ag_news(tmp_path / "ag.csv")
+    assert init(data, "--out", tmp_path) == 0
+    (tmp_path / "ag.yaml").write_text("edited by hand\n", encoding="utf-8")
+    assert init(data, "--out", tmp_path) == 2
+    assert "ag.yaml: already exists; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "ag.yaml").read_text(encoding="utf-8") == "edited by hand\n"
+    assert init(data, "--out", tmp_path, "--force") == 0
+    assert main(["validate", str(tmp_path / "ag.yaml")]) == 0
+
+
+def test_two_equally_likely_label_fields_ask_for_the_flag(tmp_path, capsys):
+    rows = [{"text": f"sentence {i} about something", "label": "ab"[i % 2], "category": "xyz"[i % 3]} for i in range(12)]
+    data = tmp_path / "both.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    assert init(data, "--out", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert str(data) in err and "'label'" in err and "'category'" in err and "--label-field" in err
+    assert not (tmp_path / "both.yaml").exists()
+    assert init(data, "--out", tmp_path, "--label-field", "category") == 0
+    assert main(["validate", str(tmp_path / "both.yaml")]) == 0
+
+
+def test_unguessable_or_unreadable_data_is_exit_2_naming_the_file(tmp_path, capsys):
+    no_label = tmp_path / "texts.jsonl"
+    no_label.write_text("".join(json.dumps({"text": f"line {i}"}) + "\n" for i in range(6)), encoding="utf-8")
+    assert init(no_label, "--out", tmp_path) == 2
+    assert "cannot guess the label field" in capsys.readouterr().err
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"text": "a", "label": "x"}\n{"text": \n', encoding="utf-8")
+    assert init(broken, "--out", tmp_path) == 2
+    assert f"{broken}:2" in capsys.readouterr().err
+    tsv = tmp_path / "rows.tsv"
+    tsv.write_text("text\tlabel\nhello\ta\n", encoding="utf-8")
+    assert init(tsv, "--out", tmp_path) == 2
+    assert "tab-separated" in capsys.readouterr().err
+    assert init(tmp_path / "missing.jsonl", "--out", tmp_path) == 2
+    assert init(no_label, "--out", tmp_path, "--text-field", "nope") == 2
+    assert "--text-field 'nope': no such field" in capsys.readouterr().err
+    assert list(tmp_path.glob("*.yaml")) == []
