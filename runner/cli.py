@@ -61,6 +61,11 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--label-field", help="classification: the field holding the label (default: guessed)")
     init.add_argument("--force", action="store_true", help="overwrite a spec or template already there")
 
+    compare = commands.add_parser("compare", help="one table of metrics across runs, and the spec keys that differ")
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR_OR_GLOB", help="run folders, globs, or a matrix folder")
+    compare.add_argument("--format", choices=["table", "markdown", "html"], default="table")
+    compare.add_argument("--out", type=Path, help="write to this file instead of the terminal")
+
     cache = commands.add_parser("cache", help="the response cache: show its size, or clear it")
     cache.add_argument("action", choices=["info", "clear"], nargs="?", default="info")
 
@@ -101,6 +106,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "cache":
         return _cache(args.action)
+    if args.command == "compare":
+        from runner.compare import compare_command
+
+        return compare_command(args.runs, args.format, args.out, console)
     if args.command in ("jobs", "models"):
         from runner.jobs import jobs_command, models_command
 
