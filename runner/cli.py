@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--no-cache", action="store_true", help="ask the API again instead of the response cache")
         if name == "run":
             command.add_argument("--dry-run", action="store_true", help="prep + checks + cost estimate; spend nothing")
+        if name in ("run", "eval"):
+            command.add_argument(
+                "--against", type=Path, metavar="RUN_DIR", help="an earlier run that `against.…` gates compare with"
+            )
     check = commands.add_parser("check", help="data checks on a spec's training file or on any chat JSONL")
     check.add_argument("target", type=Path, metavar="SPEC_OR_JSONL")
     check.add_argument("--model", help="model whose tokenizer, limit and price to use (JSONL; default gpt-4o-mini)")
@@ -153,6 +157,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         out_dir=args.out or Path("runs"),
         console=console,
         use_cache=not getattr(args, "no_cache", False),
+        against=getattr(args, "against", None),
     )
     if getattr(args, "json", False) and outcome.checks is not None:
         _print_json(outcome.checks)

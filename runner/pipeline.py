@@ -7,7 +7,6 @@ folder is made or a model is loaded.
 from __future__ import annotations
 
 import hashlib
-import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from runner.errors import EXIT_GATE_FAILED, EXIT_OK, InvalidInput
 from runner.evaluate import raw_outputs
 from runner.fewshot import choose_shots, llm_embedder
 from runner.finetune import fine_tune
+from runner.gates import check_gates, describe_gate, load_against
 from runner.progress import progress_bar
 from runner.prompts import PromptBuilder
 from runner.providers import Provider
@@ -33,10 +33,10 @@ from runner.report import render_report, results_table
 from runner.runs import RunFolder, environment
 from runner.secrets import redact
 from runner.spec import Spec, fine_tune_settings
+from runner.stats import bootstrap_settings, ci95
 from runner.tasks import Example, Task, make_task
 
 STAGES = ("prep", "check", "fine_tune", "eval")
-OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 
 
 @dataclass
@@ -82,7 +82,9 @@ def run_spec(
     out_dir: Path = Path("runs"),
     console: Console | None = None,
     use_cache: bool = True,
+    against: Path | None = None,
 ) -> Outcome:
+    """against: an earlier run folder that `against.…` gates compare with (read and checked before a run folder exists)."""
     console = console or Console(stderr=True)
     fine_tuning = spec.doc["fine_tune"]["enabled"] and "fine_tune" in stages
     started = time.perf_counter()
@@ -93,11 +95,17 @@ def run_spec(
     cache = None
     if not dry_run and use_cache and spec.provider["name"] != "local" and ("eval" in stages or fine_tuning):
         cache = ResponseCache()  # a cache that cannot be opened is exit 3 before a run folder exists
+    against_run = load_against(against, spec) if "eval" in stages else None  # exit 2 before a run folder exists
+    if against_run is not None:
+        console.print(f"against: {against_run.path}" + (f" ({against_run.chosen})" if against_run.chosen else ""))
 
     identity = {"spec_hash": spec.hash(), "limit": limit, "stages": list(stages), "dry_run": dry_run}
     run, resumed = RunFolder.open(out_dir, spec.name, identity, say=console.print)
     console.print(f"[bold]{spec.name}[/]: {'resuming' if resumed else 'run folder'} {run.path}")
     manifest = _manifest(spec, run, identity, splits, limit)
+    manifest["bootstrap"] = bootstrap_settings()
+    if against_run is not None:
+        manifest["against"] = against_run.describe()
     run.write_spec(spec.doc)
     run.write_json("manifest.json", manifest)
     outcome = Outcome(run=run, exit_code=EXIT_OK)
@@ -132,8 +140,8 @@ def run_spec(
             }
             models["fine_tuned"] = state["fine_tuned_model"]
         if "eval" in stages:
-            outcome.metrics = _evaluate(spec, task, splits, prompts, run, console, manifest, models, cache)
-            outcome.gates = check_gates(spec, outcome.metrics)
+            outcome.metrics, example_stats = _evaluate(spec, task, splits, prompts, run, console, manifest, models, cache)
+            outcome.gates = check_gates(spec, outcome.metrics, example_stats, task, splits.eval, against_run)
             if not all(gate["passed"] for gate in outcome.gates):
                 outcome.exit_code = EXIT_GATE_FAILED
         manifest["status"] = "succeeded"
@@ -154,7 +162,8 @@ def run_spec(
     for gate in outcome.gates:
         colour = "green" if gate["passed"] else "red"
         console.print(
-            f"gate [{colour}]{'pass' if gate['passed'] else 'FAIL'}[/]: {gate['gate']} ({gate['left']:.4f} vs {gate['right']:.4f})"
+            f"gate [{colour}]{'pass' if gate['passed'] else 'FAIL'}[/]: {gate['gate']} ({describe_gate(gate)})",
+            highlight=False,
         )
     console.print(f"report: {run.file('report.md')}")
     return outcome
@@ -224,7 +233,8 @@ def _evaluate(
     manifest: dict,
     models: dict[str, str],
     cache: ResponseCache | None,
-) -> dict[str, dict[str, Any]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """metrics.json's rows (each with its ci95) and each row's per-example statistics, for paired gates."""
     loaded: dict[str, Provider] = {}
 
     def provider_for(mode: str) -> Callable[[], Provider]:
@@ -269,9 +279,13 @@ def _evaluate(
         for record, value in zip(records, predicted, strict=True):
             record[row] = value
     metrics = {row: task.score(splits.eval, predicted) for row, predicted in rows.items()}
+    example_stats = {row: task.example_stats(splits.eval, predicted) for row, predicted in rows.items()}
+    for row, found in metrics.items():
+        if example_stats[row] is not None:
+            found["ci95"] = ci95(example_stats[row], task.aggregate, task.metrics)
     run.write_jsonl("predictions.jsonl", records)
     run.write_json("metrics.json", metrics)
-    return metrics
+    return metrics, example_stats
 
 
 def _few_shot_prompts(
@@ -298,18 +312,3 @@ def _few_shot_prompts(
         return prompts.messages(example, shots[example.id])
 
     return messages_for
-
-
-def check_gates(spec: Spec, metrics: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    primary = spec.evaluation["modes"][0]
-
-    def value(row: str | None, metric: str) -> float:
-        return float(metrics[row or primary][metric])
-
-
-    results = []
-    for text, gate in zip(spec.evaluation["gates"], spec.gates, strict=True):
-        left = value(gate.row, gate.metric)
-        right = value(*gate.threshold) if isinstance(gate.threshold, tuple) else gate.threshold
-        results.append({"gate": text, "left": left, "right": right, "passed": bool(OPS[gate.op](left, right))})
-    return results

@@ -8,6 +8,7 @@ from typing import Any
 from rich.table import Table
 
 from runner.checks import summary_lines
+from runner.gates import describe_gate
 from runner.tasks import Task, pct
 
 
@@ -93,13 +94,13 @@ def render_report(
             cells = " | ".join(cell(found) for _, cell in columns)
             lines.append(f"| {row} | {row_description(row, manifest, task)} | {cells} |")
         sentence = verdict(metrics, task)
-        lines += ["", sentence or "", ""]
+        lines += ["", *_interval_note(manifest, metrics), sentence or "", ""]
     if gates:
         lines += ["## Gates", ""]
         for gate in gates:
-            lines.append(
-                f"- `{gate['gate']}`: {gate['left']:.4f} vs {gate['right']:.4f} → {'pass' if gate['passed'] else '**FAIL**'}"
-            )
+            lines.append(f"- `{gate['gate']}`: {describe_gate(gate)} → {'pass' if gate['passed'] else '**FAIL**'}")
+        if manifest.get("against"):
+            lines.append(f"- against: run {manifest['against'].get('run_id')} ({manifest['against'].get('path')})")
         lines.append("")
     splits = spec["splits"]
     lines += [
@@ -144,6 +145,17 @@ def render_report(
         "",
     ]
     return "\n".join(lines)
+
+
+def _interval_note(manifest: dict[str, Any], metrics: dict[str, dict[str, Any]]) -> list[str]:
+    settings = manifest.get("bootstrap")
+    if not settings or not any("ci95" in found for found in metrics.values()):
+        return []
+    return [
+        f"In brackets: {100 * settings['confidence']:g}% {settings['method']} bootstrap intervals over the eval examples "
+        f"({settings['resamples']} resamples, seed {settings['seed']}).",
+        "",
+    ]
 
 
 def _split_text(split: dict[str, Any]) -> str:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import json
+import shutil
+
 import numpy as np
 import pytest
+from rich.console import Console
 
 from runner import stats
-from runner.spec import load_spec
+from runner.cli import main
+from runner.errors import InvalidInput
+from runner.gates import check_gates, describe_gate
+from runner.pipeline import run_spec
+from runner.spec import Gate, load_spec
 from runner.tasks import Example, make_task
 from runner.tasks.extraction.answer import Entity
 from tests.conftest import write_project
@@ -146,3 +155,268 @@ def test_a_difference_inside_the_noise_does_not_hold():
 def test_paired_rows_must_cover_the_same_examples():
     with pytest.raises(ValueError, match="same examples"):
         stats.paired_difference(correct_stats(np.ones(5)), correct_stats(np.ones(6)), accuracy, "accuracy")
+
+
+# Gates over a run: syntax, paired bootstrap, --against
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("accuracy >= 0.4", (None, "accuracy", ">=", 0.4, 0.0, None, False)),
+        ("fine_tuned.accuracy > zero_shot.accuracy (95%)", ("fine_tuned", "accuracy", ">", ("zero_shot", "accuracy"), 0.0, 0.95, False)),
+        ("accuracy > baseline.accuracy + 0.02 ( 99.5 % )", (None, "accuracy", ">", ("baseline", "accuracy"), 0.02, 0.995, False)),
+        ("accuracy >= against.accuracy - 0.01", (None, "accuracy", ">=", (None, "accuracy"), -0.01, None, True)),
+        ("zero_shot.macro_f1>=against.baseline.macro_f1-1e-3", ("zero_shot", "macro_f1", ">=", ("baseline", "macro_f1"), -0.001, None, True)),
+        ("accuracy >= 1e-3", (None, "accuracy", ">=", 0.001, 0.0, None, False)),
+        ("invalid_rate <= -0.5", (None, "invalid_rate", "<=", -0.5, 0.0, None, False)),
+    ],
+)  # fmt: skip
+def test_gate_syntax(text, parsed):
+    gate = Gate.parse(text, "spec.yaml:1", ("accuracy", "macro_f1", "invalid_rate"))
+    assert (gate.row, gate.metric, gate.op, gate.threshold, gate.offset, gate.confidence, gate.against) == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("accuracy > baseline.accuracy (100%)", "from 50 to 99.9"),
+        ("accuracy > baseline.accuracy (40%)", "from 50 to 99.9"),
+        ("accuracy > baseline.accuracy (lots%)", "from 50 to 99.9"),
+        ("accuracy == baseline.accuracy (95%)", "not =="),
+        ("accuracy >= 0.4 + 0.1", "one number"),
+        ("against.accuracy >= 0.4", "right-hand side"),
+        ("accuracy >= baseline.accuracy * 2", "cannot read gate"),
+        ("accuracy >= inf", "finite"),
+    ],
+)
+def test_bad_gates_are_one_line_naming_the_gate(text, message):
+    with pytest.raises(InvalidInput, match=message) as caught:
+        Gate.parse(text, "spec.yaml:7: evaluation.gates[0]", ("accuracy", "macro_f1"))
+    assert "\n" not in str(caught.value) and "spec.yaml:7" in str(caught.value)
+
+
+def test_new_gate_syntax_passes_the_schema(tmp_path):
+    gates = ["accuracy > baseline.accuracy + 0.02 (95%)", "accuracy >= against.accuracy - 0.01"]
+    spec = load_spec(write_project(tmp_path, {"evaluation.gates": gates}))
+    assert [g.against for g in spec.gates] == [False, True]
+
+
+class Rows:
+    """A synthetic classification run: rows whose correctness per example is chosen, scored through the task."""
+
+    def __init__(self, tmp_path, gates: list[str], n: int = 300):
+        self.spec = load_spec(write_project(tmp_path, {"evaluation.gates": gates}))
+        self.task = make_task(self.spec.doc)
+        labels = list(self.task.labels)
+        self.examples = [Example(str(i), "t", labels[i % len(labels)], {}) for i in range(n)]
+        self.predicted: dict[str, list] = {}
+
+    def add(self, row: str, correct: np.ndarray) -> None:
+        labels = list(self.task.labels)
+        self.predicted[row] = [
+            e.gold if ok else labels[(labels.index(e.gold) + 1) % len(labels)]
+            for e, ok in zip(self.examples, correct, strict=True)
+        ]
+
+    def gates(self, against=None) -> list[dict]:
+        metrics, example_stats = {}, {}
+        for row, predicted in self.predicted.items():
+            example_stats[row] = self.task.example_stats(self.examples, predicted)
+            metrics[row] = self.task.score(self.examples, predicted)
+            metrics[row]["ci95"] = stats.ci95(example_stats[row], self.task.aggregate, self.task.metrics)
+        return check_gates(self.spec, metrics, example_stats, self.task, self.examples, against)
+
+
+def test_a_paired_gate_passes_on_a_real_difference_and_fails_on_noise(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.random(300) < 0.5
+    run = Rows(tmp_path, ["accuracy > baseline.accuracy (95%)", "baseline_all_data.accuracy > baseline.accuracy (95%)"])
+    run.add("zero_shot", base | (rng.random(300) < 0.3))  # clearly better than baseline
+    run.add("baseline", base)
+    shuffled = base.copy()  # 12 more right, 10 fewer: better on the point value by 2 examples in 300
+    shuffled[np.flatnonzero(base)[:10]] = False
+    shuffled[np.flatnonzero(~base)[:12]] = True
+    run.add("baseline_all_data", shuffled)
+    real, noise = run.gates()
+    assert real["passed"] and real["confidence"] == 0.95 and real["difference_ci95"][0] > 0
+    assert noise["left"] > noise["right"] and noise["difference"] == pytest.approx(2 / 300)
+    assert noise["difference_ci95"][0] < 0 < noise["difference_ci95"][1]
+    assert not noise["passed"] and "does not hold at 95% confidence" in describe_gate(noise)
+    assert "within_noise" not in noise  # a (95%) gate's verdict already accounts for the noise
+
+
+def test_a_plain_gate_that_passes_on_noise_says_so(tmp_path):
+    rng = np.random.default_rng(3)
+    base = rng.random(200) < 0.5
+    run = Rows(tmp_path, ["accuracy > baseline.accuracy", "accuracy > baseline.accuracy - 0.3"], n=200)
+    flipped = base.copy()
+    flipped[np.flatnonzero(~base)[:3]] = True  # three more right: better on the point value, not beyond noise
+    run.add("zero_shot", flipped)
+    run.add("baseline", base)
+    noisy, clear = run.gates()
+    assert noisy["passed"] and noisy["within_noise"] is True
+    low, high = noisy["difference_ci95"]
+    assert low <= 0 <= high
+    assert "passed, but the difference (+0.0150) is inside the noise" in describe_gate(noisy)
+    assert clear["passed"] and clear["within_noise"] is False
+    assert clear["right"] == pytest.approx(clear["left"] - 0.015 - 0.3)
+
+
+def test_a_number_gate_inside_the_rows_interval_is_within_noise(tmp_path):
+    run = Rows(tmp_path, ["accuracy >= 0.49", "accuracy >= 0.2", "accuracy >= 0.49 (95%)"], n=200)
+    run.add("zero_shot", np.arange(200) % 2 == 0)  # accuracy 0.5
+    noisy, clear, sure = run.gates()
+    assert noisy["passed"] and noisy["within_noise"] is True
+    assert clear["passed"] and clear["within_noise"] is False
+    assert not sure["passed"] and sure["confidence"] == 0.95
+
+
+
+@pytest.fixture
+def keyword_model(monkeypatch):
+    from tests.test_pipeline import KeywordProvider
+
+    KeywordProvider.calls, KeywordProvider.crash_after = [], None
+    monkeypatch.setattr("runner.pipeline.open_provider", lambda config, cache=None: KeywordProvider())
+    return KeywordProvider
+
+
+def project(root, gates: list[str] | None = None):
+    root.mkdir(parents=True, exist_ok=True)
+    return write_project(root, {"evaluation.gates": gates or [], "evaluation.calibration": "none"})
+
+
+def only_run(out):
+    (folder,) = [p for p in (out / "tiny").iterdir() if p.is_dir()]
+    return folder
+
+
+def test_a_run_stores_and_shows_an_interval_for_every_metric(tmp_path, keyword_model):
+    spec = project(tmp_path, ["accuracy > baseline.accuracy - 0.5"])
+    assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == 0
+    folder = only_run(tmp_path / "runs")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    task = make_task(load_spec(spec).doc)
+    for row, found in metrics.items():
+        assert set(found["ci95"]) == set(task.metrics), row
+        for metric, (low, high) in found["ci95"].items():
+            assert low <= found[metric] <= high, (row, metric)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["bootstrap"] == stats.bootstrap_settings()
+    report = (folder / "report.md").read_text()
+    low, high = metrics["zero_shot"]["ci95"]["accuracy"]
+    assert f"{100 * metrics['zero_shot']['accuracy']:.1f}% ({100 * low:.1f}–{100 * high:.1f})" in report
+    assert "95% percentile bootstrap intervals" in report and "difference +" in report
+
+
+def worse_than(model):
+    """The model's scores turned upside down: a regression."""
+    original = model.score
+
+    def worse(self, conversations, answers, progress=None):
+        return -original(self, conversations, answers, progress)
+
+    return worse
+
+
+def run(spec, out, against=None):
+    return run_spec(load_spec(spec), out_dir=out, console=Console(file=io.StringIO()), against=against)
+
+
+def test_against_gate_fails_with_exit_1_on_a_worse_run_and_passes_on_the_same(tmp_path, keyword_model, monkeypatch):
+    assert main(["run", str(project(tmp_path / "a")), "--out", str(tmp_path / "accepted")]) == 0
+    accepted = only_run(tmp_path / "accepted")
+    spec = project(tmp_path / "b", ["accuracy >= against.accuracy - 0.01"])
+    same = run(spec, tmp_path / "same", accepted)
+    (gate,) = same.gates
+    assert same.exit_code == 0 and gate["passed"] and gate["difference_ci95"] == [0.01, 0.01]  # paired: same answers
+    assert "note" not in gate and gate["right"] == pytest.approx(gate["left"] - 0.01)
+    assert json.loads(same.run.file("manifest.json").read_text())["against"]["run_id"] == accepted.name
+    monkeypatch.setattr(keyword_model, "score", worse_than(keyword_model))
+    assert main(["run", str(spec), "--out", str(tmp_path / "worse"), "--against", str(accepted)]) == 1
+    assert "**FAIL**" in (only_run(tmp_path / "worse") / "report.md").read_text()
+
+
+def test_against_a_folder_of_runs_takes_the_newest_succeeded_run_of_this_spec(tmp_path, keyword_model, monkeypatch):
+    spec = project(tmp_path, ["accuracy >= against.accuracy"])
+    runs = tmp_path / "runs"
+    assert main(["run", str(project(tmp_path / "a")), "--out", str(runs)]) == 0
+    monkeypatch.setattr(keyword_model, "score", worse_than(keyword_model))
+    assert main(["run", str(project(tmp_path / "b", ["accuracy >= 0"])), "--out", str(runs)]) == 0  # newer, worse
+    older, newer = sorted((runs / "tiny").iterdir())
+    manifest = json.loads((newer / "manifest.json").read_text())
+    assert manifest["started"] >= json.loads((older / "manifest.json").read_text())["started"]
+    outcome = run(spec, tmp_path / "out", runs)  # the worse model against the newest run: its own answers
+    assert outcome.gates[0]["passed"]
+    assert json.loads(outcome.run.file("manifest.json").read_text())["against"]["path"] == str(newer)
+
+
+def test_against_other_examples_compares_point_values_and_says_so(tmp_path, keyword_model):
+    assert main(["run", str(project(tmp_path / "a")), "--out", str(tmp_path / "accepted"), "--limit", "3"]) == 0
+    spec = project(tmp_path / "b", ["accuracy >= against.accuracy - 0.5"])
+    (gate,) = run(spec, tmp_path / "out", only_run(tmp_path / "accepted")).gates
+    assert "other examples" in gate["note"] and "difference_ci95" not in gate
+
+
+def cli_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_against_gate_without_against_is_exit_2_before_a_run_folder(tmp_path, capsys):
+    spec = project(tmp_path, ["accuracy >= against.accuracy"])
+    err = cli_error(capsys, ["run", str(spec), "--out", str(tmp_path / "runs")])
+    assert "no --against RUN_DIR" in err and "evaluation.gates" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture
+def accepted(tmp_path, keyword_model):
+    assert main(["run", str(project(tmp_path / "a")), "--out", str(tmp_path / "accepted")]) == 0
+    return only_run(tmp_path / "accepted")
+
+
+@pytest.mark.parametrize(
+    ("gate", "damage", "message"),
+    [
+        ("accuracy >= against.accuracy", lambda f: shutil.rmtree(f), "no such run folder"),
+        ("accuracy >= against.accuracy", lambda f: (f / "metrics.json").write_text("{not json"), "cannot read it"),
+        ("accuracy >= against.accuracy", lambda f: (f / "manifest.json").write_text("[]"), "expected a JSON object"),
+        ("accuracy >= against.accuracy", lambda f: _edit(f / "manifest.json", ("spec", "task"), "extraction"),
+         "a extraction run; this spec is classification"),
+        ("accuracy >= against.fine_tuned.accuracy", lambda f: None, "needs row 'fine_tuned'"),
+        ("accuracy >= against.accuracy", lambda f: _edit(f / "metrics.json", ("zero_shot", "accuracy"), None),
+         "needs zero_shot.accuracy"),
+        ("accuracy >= against.accuracy", lambda f: [p.unlink() for p in f.iterdir() if p.suffix == ".json"],
+         "no run folder"),
+    ],
+)  # fmt: skip
+def test_bad_against_folders_are_exit_2_in_one_line(tmp_path, accepted, capsys, gate, damage, message):
+    damage(accepted)
+    capsys.readouterr()
+    err = cli_error(capsys, ["run", str(project(tmp_path / "b", [gate])), "--out", str(tmp_path / "runs"),
+                             "--against", str(accepted)])  # fmt: skip
+    assert message in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_folder_of_runs_of_other_specs_is_ambiguous(tmp_path, accepted, capsys):
+    for name in ("one", "two"):
+        copy = tmp_path / "others" / name / "20260101T000000Z"
+        shutil.copytree(accepted, copy)
+        _edit(copy / "manifest.json", ("name",), name)
+    err = cli_error(capsys, ["run", str(project(tmp_path / "b", ["accuracy >= against.accuracy"])),
+                             "--against", str(tmp_path / "others"), "--out", str(tmp_path / "runs")])  # fmt: skip
+    assert "2 runs below it and none of spec 'tiny'" in err and "name one run folder" in err
+
+
+def _edit(file, key_path, value):
+    document = json.loads(file.read_text())
+    target = document
+    for key in key_path[:-1]:
+        target = target[key]
+    target[key_path[-1]] = value
+    file.write_text(json.dumps(document))
