@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from runner.errors import EXIT_INVALID, EXIT_OK, SpecrunError
+
+if TYPE_CHECKING:
+    from runner.matrix import Matrix
 
 # Logs (not a terminal) get a wide console so tables and long paths stay readable.
 console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 150)
@@ -43,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--no-cache", action="store_true", help="ask the API again instead of the response cache")
         if name == "run":
             command.add_argument("--dry-run", action="store_true", help="prep + checks + cost estimate; spend nothing")
+        command.add_argument(
+            "--only",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a matrix spec: run only the cells with this value (repeatable; same key: any of them)",
+        )
         if name in ("run", "eval"):
             command.add_argument(
                 "--against", type=Path, metavar="RUN_DIR", help="an earlier run that `against.…` gates compare with"
@@ -127,6 +138,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if check_target_kind(args.target) == "data":  # by suffix, then content: never a spec read as data
             return _check_jsonl(args.target, args.model or "gpt-4o-mini-2024-07-18", args.overrides, args.out, args.json)
+    from runner.matrix import read_matrix
+
+    matrix = read_matrix(args.target if args.command == "check" else args.spec, args.overrides)
+    if matrix is not None:
+        return _matrix(matrix, args)
+    if getattr(args, "only", None):
+        console.print(f"[red]error:[/] --only picks cells of a matrix; {args.spec} has no matrix")
+        return EXIT_INVALID
     spec = load_spec(args.target if args.command == "check" else args.spec, args.overrides)
     if args.command == "validate":
         from runner.pipeline import prepare
@@ -162,6 +181,34 @@ def _dispatch(args: argparse.Namespace) -> int:
     if getattr(args, "json", False) and outcome.checks is not None:
         _print_json(outcome.checks)
     return outcome.exit_code
+
+
+def _matrix(matrix: Matrix, args: argparse.Namespace) -> int:
+    """A spec with `matrix:`: validate or run its cells (runner/matrix.py)."""
+    from runner.errors import InvalidInput
+    from runner.matrix import run_matrix, validate_matrix
+    from runner.pipeline import STAGES
+
+    if args.command == "validate":
+        return validate_matrix(matrix, args.overrides, console)
+    if args.command == "check":
+        raise InvalidInput(
+            "a matrix spec's cells are checked by specrun run; check one with run --dry-run --only", where=str(matrix.path)
+        )
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInput("--limit must be at least 1")
+    stages = {"run": STAGES, "prep": ("prep",), "eval": ("fine_tune", "eval")}[args.command]
+    return run_matrix(
+        matrix,
+        overrides=args.overrides,
+        only=args.only,
+        stages=stages,
+        limit=args.limit,
+        dry_run=getattr(args, "dry_run", False),
+        out_dir=args.out or Path("runs"),
+        console=console,
+        use_cache=not args.no_cache,
+    )
 
 
 def _cache(action: str) -> int:

@@ -27,6 +27,7 @@ from runner.tasks import Example, Task
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 RUN_FILES = ("manifest.json", "metrics.json")
+MATRIX_FILE = "matrix.json"  # runner/matrix.py: runs/<name>/matrix-<id>/ lists its cells' run folders
 SEARCH_DEPTH = 3  # runs/ → <spec name>/ → <timestamp>/ (→ a matrix cell)
 
 
@@ -79,7 +80,7 @@ def load_against(path: Path | None, spec: Spec) -> AgainstRun | None:
             raise InvalidInput(f"gate {text!r} names against but no --against RUN_DIR was given",
                                where=spec.where("evaluation", "gates"))  # fmt: skip
         return None
-    run = _find_run(Path(path), spec.name)
+    run = _find_run(Path(path), spec)
     task = run.manifest.get("spec", {}).get("task") if isinstance(run.manifest.get("spec"), dict) else None
     if task != spec.task:
         raise InvalidInput(f"--against {run.path}: a {task or 'unknown-task'} run; this spec is {spec.task}")
@@ -99,12 +100,16 @@ def load_against(path: Path | None, spec: Spec) -> AgainstRun | None:
     return run
 
 
-def _find_run(path: Path, name: str) -> AgainstRun:
-    """A run folder, or the run to use below a folder of runs: the newest succeeded run of this spec's name."""
+def _find_run(path: Path, spec: Spec) -> AgainstRun:
+    """A run folder; a matrix folder's cell with this spec's values; or below a folder of runs, the newest
+    succeeded run of this spec's name."""
+    name = spec.name
     if not path.is_dir():
         raise InvalidInput(f"--against {path}: no such run folder")
     if all((path / f).is_file() for f in RUN_FILES):
-        return _read_run(path, "as given")
+        return _read_run(path, "")
+    if (path / MATRIX_FILE).is_file():
+        return _matrix_cell(path, spec)
     found = []
     for depth in range(1, SEARCH_DEPTH + 1):
         for metrics in sorted(path.glob("/".join(["*"] * depth) + "/metrics.json")):
@@ -126,6 +131,33 @@ def _find_run(path: Path, name: str) -> AgainstRun:
         f"the only run below {path}"
     )
     return newest
+
+
+def _matrix_cell(path: Path, spec: Spec) -> AgainstRun:
+    """The cell of an earlier matrix whose values this spec has (a cell compared with the same cell)."""
+    try:
+        cells = json.loads((path / MATRIX_FILE).read_text(encoding="utf-8"))["cells"]
+        done = [c for c in cells if c.get("status") == "succeeded" and c.get("run")]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise InvalidInput(f"--against {path / MATRIX_FILE}: cannot read its cells") from None
+    same = [c for c in done if all(_dotted(spec.doc, k) == v for k, v in (c.get("values") or {}).items())]
+    if len(same) != 1 and len(done) != 1:
+        raise InvalidInput(
+            f"--against {path}: a matrix of {len(done)} finished cells and {len(same)} with this spec's values; "
+            "name one cell's run folder (matrix.json lists them)"
+        )
+    cell = (same or done)[0]
+    run = _read_run(Path(cell["run"]), "")
+    run.chosen = f"matrix cell {cell.get('label', '?')}"
+    return run
+
+
+def _dotted(doc: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return None
+        doc = doc[part]
+    return doc
 
 
 def _read_run(path: Path, chosen: str) -> AgainstRun:

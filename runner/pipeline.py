@@ -71,6 +71,7 @@ class Outcome:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     gates: list[dict[str, Any]] = field(default_factory=list)
     checks: dict[str, Any] | None = None
+    estimate: dict[str, Any] | None = None  # --dry-run: what evaluating would send and cost (usd None: unknown)
 
 
 def run_spec(
@@ -99,7 +100,7 @@ def run_spec(
     if against_run is not None:
         console.print(f"against: {against_run.path}" + (f" ({against_run.chosen})" if against_run.chosen else ""))
 
-    identity = {"spec_hash": spec.hash(), "limit": limit, "stages": list(stages), "dry_run": dry_run}
+    identity = run_identity(spec, stages, limit, dry_run)
     run, resumed = RunFolder.open(out_dir, spec.name, identity, say=console.print)
     console.print(f"[bold]{spec.name}[/]: {'resuming' if resumed else 'run folder'} {run.path}")
     manifest = _manifest(spec, run, identity, splits, limit)
@@ -126,7 +127,7 @@ def run_spec(
                     "training data has format errors (see checks.json)", where=str(run.file("train.jsonl"))
                 )
         if dry_run:
-            _print_estimate(spec, splits, prompts, console)
+            outcome.estimate = _print_estimate(spec, splits, prompts, console)
             manifest["status"] = "succeeded"
             return outcome
         models = {"zero_shot": spec.provider["model"], "few_shot": spec.provider["model"]}
@@ -142,6 +143,7 @@ def run_spec(
         if "eval" in stages:
             outcome.metrics, example_stats = _evaluate(spec, task, splits, prompts, run, console, manifest, models, cache)
             outcome.gates = check_gates(spec, outcome.metrics, example_stats, task, splits.eval, against_run)
+            manifest["gates"] = outcome.gates  # a matrix reusing this finished run reads its verdicts here
             if not all(gate["passed"] for gate in outcome.gates):
                 outcome.exit_code = EXIT_GATE_FAILED
         manifest["status"] = "succeeded"
@@ -167,6 +169,11 @@ def run_spec(
         )
     console.print(f"report: {run.file('report.md')}")
     return outcome
+
+
+def run_identity(spec: Spec, stages: tuple[str, ...], limit: int | None, dry_run: bool = False) -> dict[str, Any]:
+    """What makes two runs the same run (resume; a matrix finds its finished cells by it)."""
+    return {"spec_hash": spec.hash(), "limit": limit, "stages": list(stages), "dry_run": dry_run}
 
 
 def _manifest(spec: Spec, run: RunFolder, identity: dict, splits: Splits, limit: int | None) -> dict[str, Any]:
@@ -198,13 +205,14 @@ def _manifest(spec: Spec, run: RunFolder, identity: dict, splits: Splits, limit:
     }
 
 
-def _print_estimate(spec: Spec, splits: Splits, prompts: PromptBuilder, console: Console) -> None:
+def _print_estimate(spec: Spec, splits: Splits, prompts: PromptBuilder, console: Console) -> dict[str, Any]:
+    """Print and return the estimate (a matrix totals its cells')."""
     provider = spec.provider
     if provider["name"] == "local":
         console.print(
             f"dry run: nothing spent; the local model would evaluate {len(splits.eval)} examples (no API cost)"
         )
-        return
+        return {"examples": len(splits.eval), "prompt_tokens": None, "max_completion_tokens": None, "usd": 0.0}
     conversations = [prompts.messages(example) for example in splits.eval]
     max_tokens = provider["params"]["max_tokens"]
     if spec.evaluation["method"] == "score":
@@ -221,6 +229,7 @@ def _print_estimate(spec: Spec, splits: Splits, prompts: PromptBuilder, console:
         f"dry run: nothing spent; evaluating {len(splits.eval)} examples on {provider['model']} would send "
         f"{estimate['prompt_tokens']} prompt tokens and at most {estimate['max_completion_tokens']} completion tokens: {cost}"
     )
+    return {"examples": len(splits.eval), **estimate}
 
 
 def _evaluate(

@@ -174,7 +174,9 @@ def format_key_path(key_path: tuple | list) -> str:
     return text
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
+def load_spec(path: str | Path, overrides: list[str] | None = None, cell: dict[str, Any] | None = None) -> Spec:
+    """cell: one combination of a `matrix:` spec (runner/matrix.py), {dotted key: value}; the spec is
+    loaded with those values set and without its `matrix`, so each cell validates and hashes on its own."""
     path = Path(path)
     if not path.is_file():
         raise InvalidInput("spec file not found", where=str(path))
@@ -182,8 +184,12 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> Spec:
     if not isinstance(doc, dict):
         raise InvalidInput("a spec must be a YAML mapping of keys to values", where=str(path))
     overridden = [_apply_override(doc, override, lines) for override in overrides or []]
+    for key, value in (cell or {}).items():
+        _apply_cell_value(doc, key, value, lines, f"{path}:{lines.get(('matrix', key), '?')}: matrix.{key}")
     spec = Spec(path=path.resolve(), doc=doc, lines=lines, overridden=overridden)
     _validate_schema(spec)
+    if cell is not None:
+        doc.pop("matrix", None)  # a cell's hash is its own: adding a value to the matrix leaves finished cells finished
     _fill_defaults(spec)
     _check_semantics(spec)
     return spec
@@ -211,6 +217,22 @@ def _apply_override(doc: dict, override: str, lines: dict[tuple, int]) -> tuple[
     for path in [p for p in lines if p[: len(parts)] == tuple(parts)]:
         del lines[path]
     return tuple(parts)
+
+
+def _apply_cell_value(doc: dict, key: str, value: Any, lines: dict[tuple, int], where: str) -> None:
+    """Set a matrix key as if the spec said it (paths stay relative to the spec); errors point at the matrix line."""
+    parts = key.split(".")
+    target = doc
+    for part in parts[:-1]:
+        if not isinstance(target.get(part, {}), dict):
+            raise InvalidInput(f"{part!r} is not a mapping in the spec", where=where)
+        target = target.setdefault(part, {})
+    target[parts[-1]] = value
+    line = lines.get(("matrix", key))
+    for stale in [p for p in lines if p[: len(parts)] == tuple(parts)]:
+        del lines[stale]
+    if line is not None:
+        lines[tuple(parts)] = line
 
 
 def _validate_schema(spec: Spec) -> None:

@@ -420,3 +420,23 @@ def _edit(file, key_path, value):
         target = target[key]
     target[key_path[-1]] = value
     file.write_text(json.dumps(document))
+
+
+def test_against_a_matrix_folder_takes_the_cell_with_this_specs_values(tmp_path, accepted, capsys):
+    other = tmp_path / "other_cell"
+    shutil.copytree(accepted, other)
+    _edit(other / "metrics.json", ("zero_shot", "accuracy"), 2.0)  # unbeatable: chosen, this gate would fail
+    matrix = tmp_path / "runs" / "tiny" / "matrix-abc"
+    matrix.mkdir(parents=True)
+    cells = [
+        {"label": "calibration=mean", "values": {"evaluation.calibration": "mean"}, "status": "succeeded", "run": str(other)},
+        {"label": "calibration=none", "values": {"evaluation.calibration": "none"}, "status": "succeeded", "run": str(accepted)},
+    ]  # fmt: skip
+    (matrix / "matrix.json").write_text(json.dumps({"cells": cells}))
+    spec = project(tmp_path / "b", ["accuracy >= against.accuracy"])
+    assert main(["run", str(spec), "--against", str(matrix), "--out", str(tmp_path / "out")]) == 0
+    assert "matrix cell calibration=none" in capsys.readouterr().err
+    cells[1]["values"] = {"evaluation.calibration": "mean", "few_shot.k": 2}
+    (matrix / "matrix.json").write_text(json.dumps({"cells": cells}))
+    err = cli_error(capsys, ["run", str(spec), "--against", str(matrix), "--out", str(tmp_path / "out2")])
+    assert "a matrix of 2 finished cells and 0 with this spec's values" in err
