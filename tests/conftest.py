@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-# Tests never touch the network: the model comes from a PyPI package, tiktoken files from data/.
+# Tests never touch the network: the model comes from a PyPI package, tiktoken files from runner/resources/.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
