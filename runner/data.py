@@ -54,14 +54,16 @@ def read_rows(path: Path, fmt: str) -> list[tuple[int, Any]]:
     if fmt == "jsonl":
         return list(read_jsonl(path))
     text = read_text(path, "data file")
-    if fmt == "csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+    if fmt in ("csv", "tsv"):
+        # TSV as exported by spreadsheets and datasets: tab-separated, no quoting (a leading " is text)
+        dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+        reader = csv.DictReader(io.StringIO(text, newline=""), **dialect)
         rows: list[tuple[int, Any]] = []
         try:
             for row in reader:
                 rows.append((reader.line_num, row))
         except csv.Error as error:
-            raise InvalidInput(f"cannot read CSV: {error}", where=f"{path}:{reader.line_num}") from None
+            raise InvalidInput(f"cannot read {fmt.upper()}: {error}", where=f"{path}:{reader.line_num}") from None
         return rows
     try:
         items = json.loads(text)
@@ -101,7 +103,7 @@ def _array_item_lines(text: str) -> list[int]:
 def load_examples(task: Task, path: str | Path, fmt: str, id_prefix: str = "") -> tuple[list[Example], int]:
     """All usable examples of one file in file order, and how many rows the spec excludes."""
     path = Path(path)
-    container = fmt if fmt in ("json", "csv") else "jsonl"
+    container = fmt if fmt in ("json", "csv", "tsv") else "jsonl"
     examples, n_excluded = [], 0
     for line, row in read_rows(path, container):
         example = task.read_example(row, fmt, f"{path}:{line}", f"{id_prefix}L{line}")

@@ -18,7 +18,7 @@ SCHEMA_PATH = RESOURCES / "spec.schema.json"  # schemas/spec.schema.json in the 
 DEFAULT_LOCAL_MODEL = "gemma-3-270m"
 REMOTE_ONLY = ("concurrency", "timeout_s", "max_retries")  # provider keys a local model has no use for
 API_SCORING = {"openai_compatible": "completions", "openai": "chat"}  # provider.scoring when method is score
-FORMAT_BY_SUFFIX = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+FORMAT_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
 def apply_defaults(doc: dict[str, Any], schema: dict[str, Any]) -> None:

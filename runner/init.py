@@ -77,10 +77,10 @@ def spec_name(data: Path) -> str:
 
 
 def detect_container(path: Path) -> str:
-    """jsonl, json (an array) or csv: the suffix first, then the first character for .json and the unknown."""
+    """jsonl, json (an array), csv or tsv: the suffix first, then the first character for .json and the unknown."""
     by_suffix = FORMAT_BY_SUFFIX.get(path.suffix.lower())
-    if by_suffix == "csv":
-        return "csv"
+    if by_suffix in ("csv", "tsv"):
+        return by_suffix
     try:
         with path.open("rb") as handle:
             head = handle.read(4096).decode("utf-8", "replace").lstrip("\ufeff \t\r\n")
@@ -92,10 +92,7 @@ def detect_container(path: Path) -> str:
         return "json"
     if head.startswith("{") or by_suffix:
         return "jsonl"
-    first_line = head.splitlines()[0]
-    if "\t" in first_line:
-        raise InvalidInput("tab-separated rows: specrun reads jsonl, a JSON array or comma-separated csv", where=str(path))
-    return "csv"
+    return "tsv" if "\t" in head.splitlines()[0] else "csv"  # a header line: tabs say TSV
 
 
 def guess_dataset(
@@ -108,7 +105,7 @@ def guess_dataset(
     for number, row in enumerate(rows, 1):
         if not isinstance(row, dict):
             raise InvalidInput(f"row {number} is {type(row).__name__}, not an object with fields", where=str(path))
-    entity_format = _entity_format(rows, path) if container != "csv" else None
+    entity_format = _entity_format(rows, path) if container not in ("csv", "tsv") else None
     task = task or ("extraction" if entity_format else "classification")
     if task == "extraction":
         if entity_format is None:

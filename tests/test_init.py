@@ -74,6 +74,17 @@ def test_an_ag_news_csv_outside_the_spec_folder_validates(tmp_path):
     assert prompt.endswith("Text: A headline\nCategory:")
 
 
+def test_a_tsv_reads_as_tab_separated_with_quotes_as_text(tmp_path):
+    lines = ["label\ttext"] + [f'{"pos" if i % 2 else "neg"}\t"Quoted" review number {i}, it said' for i in range(10)]
+    data = tmp_path / "reviews.tsv"  # a leading " is text in TSV, not a CSV quote
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert init(data, "--out", tmp_path) == 0
+    spec = yaml.safe_load((tmp_path / "reviews.yaml").read_text(encoding="utf-8"))
+    assert spec["data"]["format"] == "tsv" and spec["data"]["text_fields"] == ["text"]
+    assert spec["labels"] == {"neg": "neg", "pos": "pos"}
+    assert main(["validate", str(tmp_path / "reviews.yaml")]) == 0
+
+
 def test_a_json_array_with_numeric_labels_keeps_them_strings(tmp_path):
     rows = [{"id": i, "review": f"review number {i} says the film was {'good' if i % 2 else 'bad'}", "stars": i % 2}
             for i in range(12)]  # fmt: skip
@@ -131,10 +142,6 @@ def test_unguessable_or_unreadable_data_is_exit_2_naming_the_file(tmp_path, caps
     broken.write_text('{"text": "a", "label": "x"}\n{"text": \n', encoding="utf-8")
     assert init(broken, "--out", tmp_path) == 2
     assert f"{broken}:2" in capsys.readouterr().err
-    tsv = tmp_path / "rows.tsv"
-    tsv.write_text("text\tlabel\nhello\ta\n", encoding="utf-8")
-    assert init(tsv, "--out", tmp_path) == 2
-    assert "tab-separated" in capsys.readouterr().err
     assert init(tmp_path / "missing.jsonl", "--out", tmp_path) == 2
     assert init(no_label, "--out", tmp_path, "--text-field", "nope") == 2
     assert "--text-field 'nope': no such field" in capsys.readouterr().err

@@ -51,7 +51,7 @@ class ClassificationTask(Task):
                 raise InvalidInput(f"{key} is for task: extraction", where=where(key))
         if doc["data"].get("format") in ("cluener", "entities", "prompt_completion"):
             raise InvalidInput(
-                f"format {doc['data']['format']} holds entities; classification reads jsonl, json or csv",
+                f"format {doc['data']['format']} holds entities; classification reads jsonl, json, csv or tsv",
                 where=where("data", "format"),
             )
 

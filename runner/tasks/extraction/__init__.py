@@ -65,7 +65,7 @@ class ExtractionTask(Task):
         for key_path, fmt in [(("data",), doc["data"].get("format"))] + [
             (("splits", name), split.get("format")) for name, split in doc["splits"].items()
         ]:
-            if fmt == "csv":
+            if fmt in ("csv", "tsv"):
                 raise InvalidInput(
                     f"extraction reads JSON lines ({', '.join(ROW_FORMATS)}, detected from the rows) or a JSON array",
                     where=where(*key_path, "format"),
