@@ -440,3 +440,9 @@ def test_against_a_matrix_folder_takes_the_cell_with_this_specs_values(tmp_path,
     (matrix / "matrix.json").write_text(json.dumps({"cells": cells}))
     err = cli_error(capsys, ["run", str(spec), "--against", str(matrix), "--out", str(tmp_path / "out2")])
     assert "a matrix of 2 finished cells and 0 with this spec's values" in err
+
+
+def test_against_with_a_matrix_spec_is_refused_not_ignored(tmp_path, capsys):
+    spec = write_project(tmp_path, {"matrix": {"evaluation.calibration": ["none", "mean"]}})
+    err = cli_error(capsys, ["run", str(spec), "--against", str(tmp_path), "--out", str(tmp_path / "runs")])
+    assert "--against takes one spec's run, not a matrix" in err
