@@ -25,6 +25,7 @@ from runner.evaluate import raw_outputs
 from runner.fewshot import choose_shots, llm_embedder
 from runner.finetune import fine_tune
 from runner.gates import check_gates, describe_gate, load_against
+from runner.outputs import write_outputs
 from runner.progress import progress_bar
 from runner.prompts import PromptBuilder
 from runner.providers import Provider
@@ -158,6 +159,7 @@ def run_spec(
         run.write_text(
             "report.md", render_report(manifest, outcome.metrics, outcome.gates, outcome.checks, task)
         )
+        write_outputs(run, manifest, outcome.metrics, outcome.gates, outcome.checks, task, say=console.print)
         run.close()  # release the folder's lock now, not when the process ends
     if outcome.metrics:
         console.print(results_table(outcome.metrics, manifest, task))
@@ -167,7 +169,7 @@ def run_spec(
             f"gate [{colour}]{'pass' if gate['passed'] else 'FAIL'}[/]: {gate['gate']} ({describe_gate(gate)})",
             highlight=False,
         )
-    console.print(f"report: {run.file('report.md')}")
+    console.print(f"report: {run.file('report.md')} · {run.file('report.html')}")
     return outcome
 
 

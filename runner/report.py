@@ -141,7 +141,8 @@ def render_report(
     lines += [
         "## Files",
         "",
-        "spec.yaml (resolved) · manifest.json · train.jsonl · checks.json · predictions.jsonl · metrics.json",
+        "spec.yaml (resolved) · manifest.json · train.jsonl · checks.json · predictions.jsonl · metrics.json · "
+        "report.html (this report with figures) · summary.json (schemas/summary.schema.json) · junit.xml (gates)",
         "",
     ]
     return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""Figures for report.html, drawn with matplotlib and inlined as SVG.
+
+Why matplotlib: it is maintained, renders offline with no browser or JavaScript (the figure is in
+the file, so the page opens anywhere, forever), and needs no system packages; SVG keeps the page
+small and sharp. Figures are made with `matplotlib.figure.Figure` directly, not pyplot, so no global
+backend or state is touched. Text in a figure is kept ASCII (DejaVu Sans, shipped with matplotlib,
+has no CJK glyphs and no font is downloaded): a non-ASCII label is drawn as its number and the
+table beside the figure names it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+from runner.outputs.evidence import LossCurve
+
+COLOURS = {"precision": "#4C78A8", "recall": "#F58518", "f1": "#54A24B", "valid": "#E45756"}
+
+
+def _matplotlib() -> Any:
+    import matplotlib
+
+    matplotlib.rcParams.update(
+        {
+            "svg.fonttype": "none",  # text stays text: small, selectable, drawn with the page's fonts
+            "svg.hashsalt": "specrun",  # stable ids: the same run renders the same file
+            "font.family": "DejaVu Sans",
+            "font.size": 9,
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+        }
+    )
+    from matplotlib.figure import Figure
+
+    return Figure
+
+
+def ascii_labels(labels: list[str]) -> list[str]:
+    """Labels as a figure may draw them: ASCII ones as they are, others as #1, #2... (their table row)."""
+    return [label if label.isascii() and label.isprintable() else f"#{i}" for i, label in enumerate(labels, 1)]
+
+
+def _svg(figure: Any, title: str) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None, "Creator": None})
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg") :]  # drop the XML declaration and DOCTYPE: the SVG sits inside HTML
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
+    return svg.replace("<svg ", f'<svg role="img" aria-label="{_attribute(title)}" ', 1)
+
+
+def _attribute(text: str) -> str:
+    return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def confusion_heatmap(confusion: dict[str, Any], row: str) -> str:
+    """Gold × predicted counts; colour is the share of the gold row, so small classes read as well as big ones."""
+    import numpy as np
+
+    figure_class = _matplotlib()
+    labels = ascii_labels([str(label) for label in confusion["labels"]])
+    counts = np.array(confusion["matrix"], dtype=float)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    size = max(4.0, 0.42 * len(labels) + 2.2)
+    figure = figure_class(figsize=(size + 1.2, size))
+    axes = figure.add_subplot()
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="equal")
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", rotation_mode="anchor")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("gold")
+    axes.set_title(f"Confusion matrix ({row}): counts, colour = share of the gold row")
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    small = len(labels) > 12
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            if counts[i, j]:
+                axes.text(
+                    j, i, str(int(counts[i, j])), ha="center", va="center", fontsize=7 if small else 8,
+                    color="white" if shares[i, j] > 0.55 else "#1f2937",
+                )  # fmt: skip
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of gold row")
+    return _svg(figure, f"Confusion matrix of {row}")
+
+
+def score_bars(items: dict[str, dict[str, Any]], row: str, what: str) -> str:
+    """Precision, recall and F1 side by side for each class or entity type."""
+    import numpy as np
+
+    figure_class = _matplotlib()
+    labels = ascii_labels(list(items))
+    x = np.arange(len(labels))
+    width = 0.27
+    figure = figure_class(figsize=(max(6.0, 0.75 * len(labels) + 2), 3.6))
+    axes = figure.add_subplot()
+    for offset, key in zip((-width, 0, width), ("precision", "recall", "f1"), strict=True):
+        values = [float(items[name].get(key) or 0.0) for name in items]
+        axes.bar(x + offset, values, width, label=key if key != "f1" else "F1", color=COLOURS[key])
+    axes.set_xticks(x, labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
+    axes.set_ylim(0, 1.05)
+    axes.set_ylabel("score")
+    axes.set_title(f"Precision, recall and F1 per {what} ({row})")
+    axes.grid(axis="y", color="#e5e7eb", linewidth=0.8)
+    axes.set_axisbelow(True)
+    axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars, never on them
+    return _svg(figure, f"Precision, recall and F1 per {what} of {row}")
+
+
+def loss_plot(curve: LossCurve) -> str:
+    """Train loss by step (job events), and per-checkpoint train and validation loss when recorded."""
+    figure_class = _matplotlib()
+    figure = figure_class(figsize=(6.4, 3.2))
+    axes = figure.add_subplot()
+    if curve.train:
+        steps, losses = zip(*curve.train, strict=True)
+        axes.plot(steps, losses, marker="o", markersize=3, color=COLOURS["precision"], label="train loss (events)")
+    if curve.checkpoint_train:
+        steps, losses = zip(*curve.checkpoint_train, strict=True)
+        axes.plot(steps, losses, "s--", markersize=4, color="#9ca3af", label="train loss (checkpoint mean)")
+    if curve.valid:
+        steps, losses = zip(*curve.valid, strict=True)
+        axes.plot(steps, losses, "D-", markersize=4, color=COLOURS["valid"], label="validation loss")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_title("Fine-tuning loss")
+    axes.grid(color="#e5e7eb", linewidth=0.8)
+    axes.legend(frameon=False)
+    return _svg(figure, "Fine-tuning loss by step")
