@@ -23,7 +23,7 @@ import yaml
 
 from runner.data import read_rows
 from runner.defaults import FORMAT_BY_SUFFIX, SCHEMA_PATH
-from runner.errors import EXIT_OK, InvalidInput
+from runner.errors import EXIT_OK, InvalidInput, RuntimeFailure
 from runner.tasks.extraction import _cluener_entities, _listed_entities, detect_format
 
 LABEL_HINTS = ("label", "class", "category", "topic", "intent", "sentiment", "target", "tag")  # field names
@@ -37,7 +37,7 @@ class Guess:
     """What init found in the data; each field is either guessed or given by a flag."""
 
     path: Path
-    fmt: str  # the spec's data.format: jsonl, json, csv, cluener, entities
+    fmt: str  # the spec's data.format: jsonl, json, csv, tsv, cluener, entities
     task: str
     n_rows: int
     text_field: str
@@ -48,10 +48,10 @@ class Guess:
 
 def init_command(args: Any, console: Any) -> int:
     """Write the spec and template `args` ask for and print what was guessed."""
-    guess = guess_dataset(args.data, args.task, args.text_field, args.label_field)
     name = args.name or spec_name(args.data)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise InvalidInput(f"--name {name!r}: use letters, digits, '_', '.', '-' (it names the run folder)")
+    guess = guess_dataset(args.data, args.task, args.text_field, args.label_field)
     spec_path, template_path = write_scaffold(guess, name, args.out, force=args.force)
     what = "labels" if guess.task == "classification" else "entity types"
     console.print(
@@ -233,8 +233,8 @@ def write_scaffold(guess: Guess, name: str, out: Path, *, force: bool = False) -
         template_path.parent.mkdir(parents=True, exist_ok=True)
         template_path.write_text(render_template(guess), encoding="utf-8")
         spec_path.write_text(spec_text, encoding="utf-8")
-    except OSError as error:
-        raise InvalidInput(f"cannot write the spec here: {error.strerror or error}", where=str(out)) from None
+    except OSError as error:  # a file where the folder should be, no permission: exit 3, as for run --out
+        raise RuntimeFailure(f"--out {out}: cannot write the spec there: {error.strerror or error}") from None
     return spec_path, template_path
 
 

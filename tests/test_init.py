@@ -146,3 +146,13 @@ def test_unguessable_or_unreadable_data_is_exit_2_naming_the_file(tmp_path, caps
     assert init(no_label, "--out", tmp_path, "--text-field", "nope") == 2
     assert "--text-field 'nope': no such field" in capsys.readouterr().err
     assert list(tmp_path.glob("*.yaml")) == []
+
+
+def test_an_out_that_is_a_file_is_exit_3_and_a_bad_name_exit_2(tmp_path, capsys):
+    data = write_ag_news(tmp_path / "ag.csv")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x", encoding="utf-8")
+    assert init(data, "--out", blocker) == 3
+    assert f"--out {blocker}: cannot write the spec there" in capsys.readouterr().err
+    assert init(data, "--out", tmp_path, "--name", "my spec") == 2
+    assert "--name 'my spec'" in capsys.readouterr().err
