@@ -46,8 +46,9 @@ def wheel(tmp_path_factory) -> Path:
         if source.is_symlink() or source.is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, src / name, follow_symlinks=False)  # links stay links, as in a clone
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    str(src), "-w", str(dist)], check=True, capture_output=True)  # fmt: skip
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "--no-index", str(src), "-w", str(dist)], capture_output=True, text=True)  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]  # setuptools < 70.1 has no bdist_wheel: pip install -e '.[dev]'
     (built,) = dist.glob("specrun-*.whl")
     return built
 
