@@ -210,6 +210,7 @@ def _matrix(matrix: Matrix, args: argparse.Namespace) -> int:
         out_dir=args.out or Path("runs"),
         console=console,
         use_cache=not args.no_cache,
+        against=getattr(args, "against", None),
     )
 
 

@@ -54,30 +54,37 @@ class Comparison:
 
 
 def find_runs(targets: list[str]) -> list[Path]:
-    """Run folders named by paths or globs, in the order given (each glob sorted). A matrix folder
-    (holding matrix.json) stands for its cells' runs. Anything else is exit 2, naming it."""
-    found: list[Path] = []
+    return list(find_labelled_runs(targets))
+
+
+def find_labelled_runs(targets: list[str]) -> dict[Path, str | None]:
+    """Run folders named by paths or globs, in the order given (each glob sorted), with a label when a
+    matrix folder (holding matrix.json) named them: it stands for its finished cells' runs, labelled by
+    cell. Anything else is exit 2, naming it."""
+    found: dict[Path, str | None] = {}
     for target in targets:
         matches = sorted(glob.glob(target)) if glob.has_magic(target) else [target]
         if not matches:
             raise InvalidInput("matches no file or folder", where=target)
         for match in map(Path, matches):
             if (match / "matrix.json").is_file():
-                found += _matrix_runs(match)
+                for run, label in _matrix_runs(match).items():
+                    found.setdefault(run.resolve(), label)
             elif (match / "manifest.json").is_file():
-                found.append(match)
+                found.setdefault(match.resolve(), None)
             elif not match.exists():
                 raise InvalidInput("no such run folder", where=str(match))
             else:
                 raise InvalidInput("not a run folder (no manifest.json) nor a matrix folder (no matrix.json)", where=str(match))
-    return list(dict.fromkeys(p.resolve() for p in found))
+    return found
 
 
-def _matrix_runs(folder: Path) -> list[Path]:
+def _matrix_runs(folder: Path) -> dict[Path, str | None]:
     record = _read_json(folder / "matrix.json")
-    runs = [Path(cell["run"]) for cell in record.get("cells", []) if cell.get("run")]
+    cells = [cell for cell in record.get("cells", []) if isinstance(cell, dict)]
+    runs = {Path(c["run"]): c.get("label") for c in cells if c.get("run") and c.get("status") == "succeeded"}
     if not runs:
-        raise InvalidInput("this matrix has no cell with a run folder yet", where=str(folder / "matrix.json"))
+        raise InvalidInput("this matrix has no finished cell yet", where=str(folder / "matrix.json"))
     return runs
 
 
@@ -233,7 +240,8 @@ def _html_table(header: list[str], rows: list[list[str]], numeric_from: int) -> 
 
 def compare_command(targets: list[str], fmt: str, out: Path | None, console: Any) -> int:
     """The CLI's compare: exit 0; 2 (InvalidInput) for a target that is not a run; 3 if --out cannot be written."""
-    comparison = compare(find_runs(targets))
+    labelled = find_labelled_runs(targets)
+    comparison = compare(list(labelled), {path: label for path, label in labelled.items() if label})
     if fmt == "table" and out is None:
         console.print(render_terminal(comparison))
         return 0

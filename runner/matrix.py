@@ -184,18 +184,23 @@ def validate_matrix(matrix: Matrix, overrides: list[str], console: Console) -> i
     return EXIT_OK
 
 
-def finished_run(out_dir: Path, name: str, identity: dict[str, Any]) -> Path | None:
-    """The newest succeeded run folder with this identity (and its metrics, when it evaluated)."""
+def runs_of(out_dir: Path, name: str, identity: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
+    """Run folders with this identity and their manifests, newest first (unreadable manifests skipped)."""
     parent = out_dir / name
-    if not parent.is_dir():
-        return None
-    for folder in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
+    found = []
+    for folder in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True) if parent.is_dir() else []:
         try:
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError, RecursionError):
             continue
-        if not isinstance(manifest, dict) or manifest.get("identity") != identity:
-            continue
+        if isinstance(manifest, dict) and manifest.get("identity") == identity:
+            found.append((folder, manifest))
+    return found
+
+
+def finished_run(out_dir: Path, name: str, identity: dict[str, Any]) -> Path | None:
+    """The newest succeeded run folder with this identity (and its metrics, when it evaluated)."""
+    for folder, manifest in runs_of(out_dir, name, identity):
         if manifest.get("status") == "succeeded" and (
             "eval" not in identity["stages"] or (folder / "metrics.json").is_file()
         ):
@@ -214,7 +219,9 @@ def run_matrix(
     out_dir: Path = Path("runs"),
     console: Console,
     use_cache: bool = True,
+    against: Path | None = None,
 ) -> int:
+    """against: passed to every cell (its `against.…` gates compare with that run)."""
     selected = select(matrix, only)
     specs = {cell: cell_spec(matrix, cell, overrides) for cell in matrix.cells}  # every cell valid before any runs
     console.print(f"[bold]matrix[/] {matrix.path.name}: {len(selected)} of {len(matrix.cells)} cells")
@@ -229,9 +236,12 @@ def run_matrix(
     try:
         for number, cell in enumerate(selected, 1):
             console.rule(f"cell {number}/{len(selected)}: {cell.label}")
-            records[cell] = _run_cell(specs[cell], identity[cell], stages, limit, out_dir, console, use_cache)
+            records[cell] = _run_cell(specs[cell], identity[cell], stages, limit, out_dir, console, use_cache, against)
     except KeyboardInterrupt:
+        newest = runs_of(out_dir, name, identity[cell])
         records[cell] = {"status": "interrupted", "exit_code": INTERRUPTED}
+        if newest and newest[0][1].get("status") == "interrupted":
+            records[cell]["run"] = str(newest[0][0])  # the folder the rerun resumes
         _write_record(folder, matrix, selected, specs, identity, records, out_dir, only, limit, stages, console)
         raise
     exit_code = _write_record(folder, matrix, selected, specs, identity, records, out_dir, only, limit, stages, console)
@@ -246,6 +256,7 @@ def _run_cell(
     out_dir: Path,
     console: Console,
     use_cache: bool,
+    against: Path | None,
 ) -> dict[str, Any]:
     done = finished_run(out_dir, spec.name, identity)
     if done is not None:
@@ -260,7 +271,7 @@ def _run_cell(
         return {"status": "succeeded", "reused": True, "run": str(done), "exit_code": code, "gates": gates}
     try:
         outcome = run_spec(
-            spec, stages=stages, limit=limit, out_dir=out_dir, console=console, use_cache=use_cache
+            spec, stages=stages, limit=limit, out_dir=out_dir, console=console, use_cache=use_cache, against=against
         )
     except SpecrunError as error:  # this cell failed; the others still run, and the matrix exits with its code
         console.print(f"[red]error:[/] {error}", highlight=False)
@@ -319,7 +330,7 @@ def _write_record(
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _write(folder / "matrix.json", json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
-        labels = {Path(c["run"]).resolve(): c["label"] for c in cells if c.get("run") and "eval" in stages}
+        labels = {Path(c["run"]).resolve(): c["label"] for c in cells if c["status"] == "succeeded" and "eval" in stages}
         if labels:
             comparison = compare(list(labels), labels)
             _write(folder / "comparison.md", render_markdown(comparison))

@@ -141,3 +141,24 @@ def test_a_run_without_metrics_or_with_a_broken_manifest_is_exit_2(runs, capsys)
 def test_a_run_named_twice_is_compared_once(runs):
     one = str(runs / "tnews" / "20260101T000000Z")
     assert len(find_runs([one, one, str(runs / "tnews" / "2026010*")])) == 2
+
+
+def test_a_matrix_folder_stands_for_its_finished_cells_labelled_by_cell(runs, capsys):
+    first, second = sorted((runs / "tnews").iterdir())
+    unfinished = make_run(runs, "tnews", "20260103T000000Z", status="interrupted")
+    folder = runs / "tnews" / "matrix-abc"
+    folder.mkdir()
+    cells = [
+        {"label": "evaluation.calibration=mean", "status": "succeeded", "run": str(first)},
+        {"label": "evaluation.calibration=none", "status": "succeeded", "run": str(second)},
+        {"label": "few_shot.k=9", "status": "interrupted", "run": str(unfinished)},
+        {"label": "few_shot.k=10", "status": "not run"},
+    ]
+    (folder / "matrix.json").write_text(json.dumps({"cells": cells}), encoding="utf-8")
+    assert main(["compare", str(folder), "--format", "markdown"]) == 0
+    text = capsys.readouterr().out
+    assert "| evaluation.calibration=mean | zero_shot | 36.5% [33.5, 39.6] |" in text
+    assert "evaluation.calibration=none | baseline" in text and "few_shot.k=9" not in text
+    (folder / "matrix.json").write_text(json.dumps({"cells": cells[2:]}), encoding="utf-8")
+    assert main(["compare", str(folder)]) == 2
+    assert "this matrix has no finished cell yet" in capsys.readouterr().err

@@ -204,9 +204,9 @@ def test_dry_run_prints_each_cell_and_the_total(api, tmp_path, capsys):
 # --- resume after a kill -------------------------------------------------------------------------------
 
 
-def test_a_killed_matrix_resumes_cell_by_cell(api, tmp_path):
-    """SIGKILL in the second of three cells; the rerun (no response cache) asks nothing the first cell
-    or the killed cell's saved answers already hold, and ends with every cell done."""
+def stop_in_second_cell(api, tmp_path: Path, signum: int) -> tuple[Path, Path, str, int]:
+    """Run a three-cell matrix in a subprocess (slow server, one request at a time) and send `signum`
+    once the second cell has had three answers; returns the spec, the runs folder, the output and exit code."""
     spec = remote_project(
         tmp_path,
         api,
@@ -224,12 +224,28 @@ def test_a_killed_matrix_resumes_cell_by_cell(api, tmp_path):
         while sum(r["temperature"] == 0.5 for r in api.chat_requests) < 3:
             assert process.poll() is None and time.monotonic() < deadline, "the matrix never reached its second cell"
             time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=60)
+        process.send_signal(signum)
+        output = process.communicate(timeout=60)[0].decode()
     finally:
         api.delay = 0
         if process.poll() is None:
             process.kill()
+    return spec, out, output, process.returncode
+
+
+def test_ctrl_c_stops_the_matrix_after_recording_the_interrupted_cell(api, tmp_path):
+    _, out, output, code = stop_in_second_cell(api, tmp_path, signal.SIGINT)
+    assert code == 130 and "Traceback" not in output, output
+    record = matrix_record(out)
+    assert [c["status"] for c in record["cells"]] == ["succeeded", "interrupted", "not run"]
+    assert record["exit_code"] == 130 and record["cells"][1]["run"] == str(run_folders(out)[1])
+    assert not any(r["temperature"] == 1 for r in api.chat_requests)  # the third cell never started
+
+
+def test_a_killed_matrix_resumes_cell_by_cell(api, tmp_path):
+    """SIGKILL in the second of three cells; the rerun (no response cache) asks nothing the first cell
+    or the killed cell's saved answers already hold, and ends with every cell done."""
+    spec, out, _, _ = stop_in_second_cell(api, tmp_path, signal.SIGKILL)
     before = [r["temperature"] for r in api.chat_requests]
     assert before.count(0) == 9 and before.count(1) == 0
     folders = run_folders(out)
