@@ -20,6 +20,8 @@ from jsonschema import Draft202012Validator
 from runner.cli import main
 from runner.errors import RuntimeFailure
 from runner.outputs import write_outputs
+from runner.outputs.evidence import loss_curve
+from runner.outputs.junit import failure_message
 from runner.outputs.summary import SCHEMA_VERSION
 from runner.providers import Completion, Provider
 from runner.runs import RunFolder
@@ -143,7 +145,8 @@ def classification_run(folder: Path, texts: list[str] | None = None, labels: dic
         {"gate": "accuracy >= 0.5", "left": metrics["zero_shot"]["accuracy"], "right": 0.5,
          "passed": metrics["zero_shot"]["accuracy"] >= 0.5},
         {"gate": "fine_tuned.accuracy > baseline.accuracy", "left": metrics["fine_tuned"]["accuracy"],
-         "right": metrics["baseline"]["accuracy"], "passed": True, "difference_ci95": [0.05, 0.2], "within_noise": False},
+         "right": metrics["baseline"]["accuracy"], "passed": True, "difference": metrics["fine_tuned"]["accuracy"] - metrics["baseline"]["accuracy"],
+         "difference_ci95": [0.05, 0.2]},
     ]  # fmt: skip
     written = write_outputs(run, manifest, metrics, gates, checks, task, say=pytest.fail)
     return run, written, metrics, gates
@@ -276,7 +279,7 @@ def test_junit_has_one_case_per_gate_and_failures_carry_the_numbers(tmp_path):
     (case,) = suite.findall("testcase")
     assert case.get("name") == "entity_f1 >= 0.9"
     message = case.find("failure").get("message")
-    assert f"{metrics['zero_shot']['entity_f1']:.4f} >= 0.9000" in message
+    assert message == f"entity_f1 >= 0.9: {metrics['zero_shot']['entity_f1']:.4f} >= 0.9000 is false"
     properties = {p.get("name"): p.get("value") for p in case.find("properties")}
     assert properties == {"left": str(gates[0]["left"]), "op": ">=", "right": "0.9", "passed": "False"}
 
@@ -512,3 +515,30 @@ def test_outputs_do_not_change_the_metrics_they_read(tmp_path):
     write_outputs(run, _manifest(_spec("classification", labels=LABELS), n_eval=160), metrics, [], None,
                   make_task(_spec("classification", labels=LABELS)), say=pytest.fail)  # fmt: skip
     assert metrics == before
+
+
+def test_loss_curve_reads_events_and_checkpoints_and_skips_what_is_not_a_loss():
+    events = [
+        {"data": {"step": 10, "train_loss": 2.0}},
+        {"data": {"step": 20, "train_loss": 1.5, "valid_loss": 1.8}},
+        {"data": {"step": 20, "train_loss": 1.4}},  # reported again: the last value stands
+        {"data": {"step": 30, "train_loss": "nan"}},
+        {"data": {}},
+        {"message": "no data"},
+    ]
+    state = {"checkpoints": [{"id": "c", "step": 30, "metrics": {"step": 30, "train_loss": 1.2, "valid_loss": 1.6}}]}
+    curve = loss_curve(events, state)
+    assert curve.train == [(10, 2.0), (20, 1.4)]
+    assert curve.valid == [(20, 1.8), (30, 1.6)] and curve.checkpoint_train == [(30, 1.2)]
+    assert not loss_curve([], None)
+
+
+def test_a_failure_message_carries_the_difference_and_confidence_runner_gates_added():
+    gate = {"gate": "fine_tuned.accuracy > zero_shot.accuracy (95%)", "left": 0.41, "right": 0.37, "difference": 0.04,
+            "difference_ci95": [-0.01, 0.09], "confidence": 0.95, "passed": False, "op": ">"}  # fmt: skip
+    message = failure_message(gate)
+    assert message.startswith("fine_tuned.accuracy > zero_shot.accuracy (95%): 0.4100 > 0.3700 is false; ")
+    assert "-0.0100 to +0.0900" in message and "does not hold at 95% confidence" in message
+    assert failure_message({"gate": "accuracy >= 0.4", "left": None, "right": 0.4, "op": ">="}) == (
+        "accuracy >= 0.4: nan >= 0.4000 is false"
+    )

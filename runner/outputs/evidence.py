@@ -37,19 +37,25 @@ def _point(step: Any, loss: Any) -> tuple[int, float] | None:
 def loss_curve(events: list[dict[str, Any]], state: dict[str, Any] | None) -> LossCurve:
     """Train loss by step from events (a step reported twice keeps its last value), checkpoint losses."""
     curve = LossCurve()
-    by_step: dict[int, float] = {}
+    train: dict[int, float] = {}
+    valid: dict[int, float] = {}
     for event in events:
         data = event.get("data") if isinstance(event, dict) else None
-        if isinstance(data, dict) and (point := _point(data.get("step"), data.get("train_loss"))):
-            by_step[point[0]] = point[1]
-    curve.train = sorted(by_step.items())
+        if not isinstance(data, dict):
+            continue
+        if point := _point(data.get("step"), data.get("train_loss")):
+            train[point[0]] = point[1]
+        if point := _point(data.get("step"), data.get("valid_loss")):  # OpenAI's metrics events carry it
+            valid[point[0]] = point[1]
     for checkpoint in (state or {}).get("checkpoints") or []:
         found = (checkpoint.get("metrics") if isinstance(checkpoint, dict) else None) or {}
         step = found.get("step", checkpoint.get("step") if isinstance(checkpoint, dict) else None)
         if point := _point(step, found.get("train_loss")):
             curve.checkpoint_train.append(point)
         if point := _point(step, found.get("valid_loss")):
-            curve.valid.append(point)
+            valid[point[0]] = point[1]
+    curve.train, curve.valid = sorted(train.items()), sorted(valid.items())
+    curve.checkpoint_train.sort()
     return curve
 
 

@@ -16,6 +16,7 @@ from markupsafe import Markup
 
 import runner.outputs.plots as plots  # a module, so a test can make one figure fail
 from runner.outputs.evidence import LossCurve, MistakeSet
+from runner.outputs.summary import gate_detail
 
 
 @dataclass
@@ -78,7 +79,7 @@ def figures(summary: dict[str, Any], page: Page) -> list[Figure]:
 
 def render_html(summary: dict[str, Any], page: Page) -> str:
     environment = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    environment.filters.update(pct=pct, interval=interval, number=number, usd=usd)
+    environment.filters.update(pct=pct, interval=interval, number=number, usd=usd, gate_detail=gate_detail)
     template = environment.from_string(TEMPLATE)
     loss = draw("Fine-tuning loss", plots.loss_plot, page.curve) if page.curve else None
     best = {
@@ -202,7 +203,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 {% for g in s.gates %}
 <tr><td><code>{{ g.gate }}</code></td><td class="num">{{ g.left | number }}</td><td class="num">{{ g.right | number }}</td>
 <td><span class="badge {{ 'ok' if g.passed else 'bad' }}">{{ 'pass' if g.passed else 'FAIL' }}</span></td>
-<td class="muted">{% if g.difference_ci95 %}difference 95% interval [{{ g.difference_ci95[0] | number }}, {{ g.difference_ci95[1] | number }}]{% endif %}{% if g.within_noise %} · within noise{% endif %}{% if g.confidence is defined and g.confidence is not none %} · confidence {{ g.confidence | number(3) }}{% endif %}</td></tr>
+<td class="muted">{{ g | gate_detail }}</td></tr>
 {% endfor %}
 </tbody>
 </table>
@@ -269,7 +270,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
   <div class="stat"><small>prompt / completion tokens</small><b>{{ s.cost.prompt_tokens | number }} / {{ s.cost.completion_tokens | number }}</b></div>
   {% if s.cost.training_billed_tokens is not none %}
   <div class="stat"><small>training tokens billed (estimate)</small><b>{{ s.cost.training_billed_tokens | number }}</b></div>
-  <div class="stat"><small>training cost (estimate)</small><b>{{ s.cost.training_usd_estimate | usd }}</b>{% if s.cost.prices_as_of %}<small>prices as of {{ s.cost.prices_as_of }}</small>{% endif %}</div>
+  <div class="stat"><small>training cost{% if page.checks %} on {{ page.checks.model }}{% endif %} (estimate)</small><b>{{ s.cost.training_usd_estimate | usd }}</b>{% if s.cost.prices_as_of %}<small>prices as of {{ s.cost.prices_as_of }}</small>{% endif %}</div>
   {% endif %}
 </div>
 {% if s.usage %}

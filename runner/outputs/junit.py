@@ -14,6 +14,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from runner.outputs.summary import gate_detail
+
 
 def _number(value: Any) -> str:
     return "nan" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
@@ -22,12 +24,8 @@ def _number(value: Any) -> str:
 def failure_message(gate: dict[str, Any]) -> str:
     """One line a CI page shows: which gate, and the numbers that made it fail."""
     message = f"{gate['gate']}: {_number(gate['left'])} {gate.get('op') or '?'} {_number(gate['right'])} is false"
-    if isinstance(gate.get("difference_ci95"), list):
-        low, high = gate["difference_ci95"]
-        message += f" (difference 95% interval [{_number(low)}, {_number(high)}])"
-    if gate.get("within_noise"):
-        message += "; within noise"
-    return message
+    detail = gate_detail(gate)
+    return f"{message}; {detail}" if detail else message
 
 
 def render_junit(summary: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from runner.gates import describe_gate
 from runner.report import row_description, verdict
 from runner.tasks import Task
 
@@ -63,6 +64,15 @@ def gate_entries(gates: list[dict[str, Any]]) -> list[dict[str, Any]]:
             entry["difference_ci95"] = [finite(float(x)) for x in entry["difference_ci95"]]
         entries.append(entry)
     return entries
+
+
+def gate_detail(gate: dict[str, Any]) -> str:
+    """What runner.gates says beyond the two values (difference, interval, confidence, notes), in its words."""
+    try:
+        _values, _, detail = describe_gate(gate).partition("; ")
+    except (KeyError, TypeError, ValueError):  # a gate dict from an older or partial run: no detail
+        return ""
+    return detail
 
 
 def breakdown(metrics: dict[str, dict[str, Any]], row: str) -> dict[str, Any] | None:
