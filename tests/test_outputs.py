@@ -351,35 +351,43 @@ def test_unwritable_outputs_are_said_and_never_raise(tmp_path, monkeypatch):
 
 class _Keyword(Provider):
     name, model = "local", "keyword-test"
-    fail = False
+    fails: BaseException | None = None
 
     def describe(self):
         return {"model": self.model}
 
     def score(self, conversations, answers, progress=None):
-        if _Keyword.fail:
-            raise RuntimeFailure("the model fell over")
+        if _Keyword.fails is not None:
+            raise _Keyword.fails
         return np.array([[float(a in c[-1]["content"][-12:]) for a in answers] for c in conversations])
 
     def chat(self, conversations, params, progress=None, guides=None, on_answer=None):
         return [Completion("科技") for _ in conversations]
 
 
-@pytest.mark.parametrize("fail", [False, True])
-def test_the_pipeline_writes_them_for_finished_and_failed_runs(tmp_path, monkeypatch, fail):
-    _Keyword.fail = fail
+@pytest.mark.parametrize(
+    ("fails", "code", "status", "counted"),
+    [
+        (None, 1, "succeeded", "failures"),
+        (RuntimeFailure("the model fell over"), 3, "failed", "errors"),
+        (KeyboardInterrupt(), 130, "interrupted", "errors"),
+    ],
+)
+def test_the_pipeline_writes_them_for_finished_failed_and_interrupted_runs(
+    tmp_path, monkeypatch, fails, code, status, counted
+):
+    _Keyword.fails = fails
     monkeypatch.setattr("runner.pipeline.open_provider", lambda config, cache=None: _Keyword())
     spec = write_project(tmp_path, {"evaluation.gates": ["accuracy >= 0.9"]})
-    code = main(["run", str(spec), "--out", str(tmp_path / "runs")])
-    assert code == (3 if fail else 1)
+    assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == code
     (folder,) = list((tmp_path / "runs" / "tiny").iterdir())
     run = RunFolder(folder)
-    summary = summary_of(run)
-    assert summary["status"] == ("failed" if fail else "succeeded")
+    assert summary_of(run)["status"] == status
     assert {"summary.json", "junit.xml", "report.html"} <= {p.name for p in folder.iterdir()}
     assert "report.html" in (folder / "report.md").read_text(encoding="utf-8")
     suite = ET.parse(folder / "junit.xml").getroot().find("testsuite")
-    assert suite.get("errors" if fail else "failures") == "1"
+    assert suite.get(counted) == "1"
+    assert status in (folder / "report.html").read_text(encoding="utf-8")
     run.close()
 
 
