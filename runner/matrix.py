@@ -71,8 +71,13 @@ class Cell:
 
 
 def value_text(value: Any) -> str:
-    if isinstance(value, str) and yaml.safe_load(value) == value and "," not in value:
-        return value
+    """A string bare when YAML reads it back as itself (so `--only key=<it>` picks it), else JSON."""
+    if isinstance(value, str) and "," not in value:
+        try:
+            if yaml.safe_load(value) == value:
+                return value
+        except yaml.YAMLError:
+            pass
     return json.dumps(value, ensure_ascii=False)
 
 

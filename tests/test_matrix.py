@@ -14,7 +14,7 @@ import pytest
 
 from runner.cli import main
 from runner.errors import InvalidInput
-from runner.matrix import MAX_CELLS, read_matrix, select
+from runner.matrix import MAX_CELLS, read_matrix, select, value_text
 from tests.conftest import ROOT, write_project
 from tests.test_remote import remote_project
 
@@ -54,6 +54,7 @@ def test_labels_read_back_as_their_values_and_slugs_are_file_names(tmp_path):
     labels = [cell.label for cell in read_matrix(spec).cells]
     assert labels[0] == 'evaluation.gates=["accuracy >= 0.5"],prompt.system=a/b c'
     assert labels[1] == 'evaluation.gates=["accuracy >= 0.5"],prompt.system="yes"'  # bare yes would read as true
+    assert value_text("a: b: c") == '"a: b: c"' and value_text(None) == "null" and value_text("4") == '"4"'
     slugs = [cell.slug for cell in read_matrix(spec).cells]
     assert len(set(slugs)) == 4 and not any(ch in slug for slug in slugs for ch in '/ "[]')
 
