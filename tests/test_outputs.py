@@ -312,7 +312,11 @@ def test_hostile_labels_and_texts_are_escaped_everywhere(tmp_path):
 
 
 def test_the_page_is_self_contained(tmp_path):
+    import matplotlib
+
+    settings = dict(matplotlib.rcParams)
     run, *_ = classification_run(tmp_path / "run")
+    assert dict(matplotlib.rcParams) == settings  # figures are styled per call, the caller's settings stand
     page = run.file("report.html").read_text(encoding="utf-8")
     assert_self_contained(page)
     assert page.count("<svg") == 2  # the confusion matrix and the loss curve

@@ -2,16 +2,18 @@
 
 Why matplotlib: it is maintained, renders offline with no browser or JavaScript (the figure is in
 the file, so the page opens anywhere, forever), and needs no system packages; SVG keeps the page
-small and sharp. Figures are made with `matplotlib.figure.Figure` directly, not pyplot, so no global
-backend or state is touched. Text in a figure is kept ASCII (DejaVu Sans, shipped with matplotlib,
+small and sharp. Figures are made with `matplotlib.figure.Figure` directly, not pyplot, and styled
+per call with rc_context, so no global backend or setting is changed. Text in a figure is kept ASCII (DejaVu Sans, shipped with matplotlib,
 has no CJK glyphs and no font is downloaded): a non-ASCII label is drawn as its number and the
 table beside the figure names it.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import re
+from collections.abc import Callable
 from typing import Any
 
 from runner.outputs.evidence import LossCurve
@@ -19,22 +21,28 @@ from runner.outputs.evidence import LossCurve
 COLOURS = {"precision": "#4C78A8", "recall": "#F58518", "f1": "#54A24B", "valid": "#E45756"}
 
 
-def _matplotlib() -> Any:
-    import matplotlib
+STYLE = {
+    "svg.fonttype": "none",  # text stays text: small, selectable, drawn with the page's fonts
+    "svg.hashsalt": "specrun",  # stable ids: the same run renders the same file
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 
-    matplotlib.rcParams.update(
-        {
-            "svg.fonttype": "none",  # text stays text: small, selectable, drawn with the page's fonts
-            "svg.hashsalt": "specrun",  # stable ids: the same run renders the same file
-            "font.family": "DejaVu Sans",
-            "font.size": 9,
-            "axes.spines.top": False,
-            "axes.spines.right": False,
-        }
-    )
-    from matplotlib.figure import Figure
 
-    return Figure
+def styled(draw: Callable[..., str]) -> Callable[..., str]:
+    """Run a figure function under STYLE, set for that call only (rc_context), so a caller's matplotlib
+    settings are left as they were; matplotlib is imported on first use, not when specrun starts."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: Any) -> str:
+        import matplotlib
+
+        with matplotlib.rc_context(STYLE):
+            return draw(*args)
+
+    return wrapper
 
 
 def ascii_labels(labels: list[str]) -> list[str]:
@@ -55,17 +63,18 @@ def _attribute(text: str) -> str:
     return text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+@styled
 def confusion_heatmap(confusion: dict[str, Any], row: str) -> str:
     """Gold × predicted counts; colour is the share of the gold row, so small classes read as well as big ones."""
     import numpy as np
+    from matplotlib.figure import Figure
 
-    figure_class = _matplotlib()
     labels = ascii_labels([str(label) for label in confusion["labels"]])
     counts = np.array(confusion["matrix"], dtype=float)
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     size = max(4.0, 0.42 * len(labels) + 2.2)
-    figure = figure_class(figsize=(size + 1.2, size))
+    figure = Figure(figsize=(size + 1.2, size))
     axes = figure.add_subplot()
     image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="equal")
     axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right", rotation_mode="anchor")
@@ -87,15 +96,16 @@ def confusion_heatmap(confusion: dict[str, Any], row: str) -> str:
     return _svg(figure, f"Confusion matrix of {row}")
 
 
+@styled
 def score_bars(items: dict[str, dict[str, Any]], row: str, what: str) -> str:
     """Precision, recall and F1 side by side for each class or entity type."""
     import numpy as np
+    from matplotlib.figure import Figure
 
-    figure_class = _matplotlib()
     labels = ascii_labels(list(items))
     x = np.arange(len(labels))
     width = 0.27
-    figure = figure_class(figsize=(max(6.0, 0.75 * len(labels) + 2), 3.6))
+    figure = Figure(figsize=(max(6.0, 0.75 * len(labels) + 2), 3.6))
     axes = figure.add_subplot()
     for offset, key in zip((-width, 0, width), ("precision", "recall", "f1"), strict=True):
         values = [float(items[name].get(key) or 0.0) for name in items]
@@ -110,10 +120,12 @@ def score_bars(items: dict[str, dict[str, Any]], row: str, what: str) -> str:
     return _svg(figure, f"Precision, recall and F1 per {what} of {row}")
 
 
+@styled
 def loss_plot(curve: LossCurve) -> str:
     """Train loss by step (job events), and per-checkpoint train and validation loss when recorded."""
-    figure_class = _matplotlib()
-    figure = figure_class(figsize=(6.4, 3.2))
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 3.2))
     axes = figure.add_subplot()
     if curve.train:
         steps, losses = zip(*curve.train, strict=True)
