@@ -1,13 +1,16 @@
-"""LoRA training step time on the embedded gemma-3-270m: batch 8 of TNEWS chat examples.
+"""LoRA training step time on the embedded gemma-3-270m: batches of 8 TNEWS chat examples.
 
-Run by hand:  .venv/bin/python -m bench.lora_step
-Times 20 optimizer steps after 3 warm-up steps with specrun's loss (answer tokens only, LM head
-computed only there), then 5 steps with the standard `labels=` loss (full LM head over every
-position), for comparison. Writes bench/results/lora_step.json.
+Run by hand:  .venv/bin/python -m bench.lora_step [--steps 20]
+Times optimizer steps with the trainer's loss before this change (`answer_loss`: every example's
+whole prompt through the network) and after it (`batch_loss`: the shared instruction prefix run
+once per batch, its KV cache repeated), alternating the two on the same batches in one process so
+machine load hits both alike; then a few steps with the standard `labels=` loss (full LM head at
+every position) for reference. Writes bench/results/lora_step.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import time
@@ -22,48 +25,63 @@ from runner.prompts import PromptBuilder
 from runner.providers.local import LocalProvider
 from runner.spec import load_spec
 from runner.tasks import make_task
-from runner.training import answer_loss, collate, encode, local_defaults
+from runner.training import answer_loss, batch_loss, collate, encode, local_defaults
 
 
 def main() -> None:
-    spec = load_spec(PROJECT_ROOT / "specs" / "tnews.yaml")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    spec = load_spec(PROJECT_ROOT / "specs" / "tnews_full.yaml")
     builder = PromptBuilder(spec.doc["prompt"]["template"], None, make_task(spec.doc))
-    conversations = [builder.training_messages(e) for e in make_splits(spec).train]
+    conversations = [builder.training_messages(e) for e in make_splits(spec).train[:2000]]
     provider = LocalProvider("gemma-3-270m")
-    examples = encode(provider, conversations, 256)
-    peft_model = get_peft_model(provider.lm, LoraConfig(r=8, lora_alpha=16, target_modules=local_defaults()["lora_targets"]))
-    lm = peft_model.get_base_model()
+    examples = encode(provider.loaded, conversations, 256)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=local_defaults()["lora_targets"])
+    lm = get_peft_model(provider.lm, config).get_base_model()
     lm.train()
     optimizer = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=2e-4)
     pad = provider.tokenizer.pad_token_id
 
-    def step(index: int, standard: bool) -> tuple[float, int]:
+    def step(index: int, how: str) -> float:
         batch = [examples[(index * 8 + i) % len(examples)] for i in range(8)]
-        ids, mask, targets = collate(batch, pad, provider.device)
         started = time.perf_counter()
-        if standard:
-            loss = lm(input_ids=ids, attention_mask=mask, labels=targets).loss
+        if how == "shared_prefix":
+            loss, _ = batch_loss(lm, batch, pad, provider.device)
+        elif how == "whole_prompts":
+            loss, _ = answer_loss(lm, *collate(batch, pad, provider.device))
         else:
-            loss, _ = answer_loss(lm, ids, mask, targets)
+            ids, mask, targets = collate(batch, pad, provider.device)
+            loss = lm(input_ids=ids, attention_mask=mask, labels=targets).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - started, int(mask.sum())
+        return time.perf_counter() - started
 
-    for index in range(3):
-        step(index, standard=False)
-    ours = [step(index, standard=False) for index in range(20)]
-    standard = [step(index, standard=True) for index in range(5)]
-    seconds = [s for s, _ in ours]
+    for index in range(2):
+        step(index, "whole_prompts")
+        step(index, "shared_prefix")
+    times: dict[str, list[float]] = {"whole_prompts": [], "shared_prefix": []}
+    for index in range(args.steps):
+        for how in times:
+            times[how].append(step(index, how))
+    times["standard_labels"] = [step(index, "standard_labels") for index in range(3)]
+    tokens = sum(len(ids) for ids, _ in examples[: 8 * args.steps]) / args.steps
     result = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+        "dtype": str(provider.dtype),
         "batch_size": 8,
-        "mean_tokens_per_example": round(sum(n for _, n in ours) / (8 * len(ours)), 1),
-        "step_seconds_median": round(statistics.median(seconds), 3),
-        "step_seconds_mean": round(statistics.mean(seconds), 3),
-        "examples_per_s": round(8 / statistics.mean(seconds), 1),
-        "tokens_per_s": round(sum(n for _, n in ours) / sum(seconds), 1),
-        "standard_labels_loss_step_seconds": round(statistics.mean(s for s, _ in standard), 3),
+        "steps": args.steps,
+        "mean_tokens_per_step": round(tokens, 1),
+        **{
+            how: {
+                "step_seconds_median": round(statistics.median(seconds), 3),
+                "step_seconds_mean": round(statistics.mean(seconds), 3),
+                "tokens_per_s": round(tokens / statistics.mean(seconds), 1),
+            }
+            for how, seconds in times.items()
+        },
+        "speedup_median": round(statistics.median(times["whole_prompts"]) / statistics.median(times["shared_prefix"]), 2),
     }
     save_result("lora_step", result)
 

@@ -6,6 +6,7 @@ loads a `LoadedModel` and serves it; the trainer trains one and validates with `
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,18 @@ def encode_batch(tokenizer, conversations: Sequence[Conversation]) -> dict[str, 
     return {"input_ids": batch["input_ids"], "attention_mask": mask, "position_ids": positions}
 
 
+def shared_prefix_length(sequences: Sequence[Sequence[int]], limit: int) -> int:
+    """How many leading tokens every sequence has in common, at most `limit`."""
+    first = sequences[0]
+    length = min(limit, *(len(s) for s in sequences))
+    for sequence in sequences[1:]:
+        for i in range(length):
+            if sequence[i] != first[i]:
+                length = i
+                break
+    return max(length, 0)
+
+
 @torch.inference_mode()
 def score_answers(
     model: LoadedModel,
@@ -63,36 +76,70 @@ def score_answers(
 ) -> np.ndarray:
     """Sum of token log-probabilities of each answer after each prompt: (conversations, answers).
 
-    The prompt is run once per example; every answer's first token is read from that single
-    pass. Answers longer than one token continue from the prompt's KV cache, repeated once per
-    such answer, and the LM head (262k wide for gemma) is computed only at scored positions.
+    Three things keep this cheaper than one plain forward over the prompts:
+    - the prefix every prompt shares (a spec's instruction and label list: ~45 of ~64 tokens on
+      TNEWS) runs once, and each batch continues from a copy of its KV cache;
+    - prompts are batched by length, so little padding goes through the network;
+    - every answer's first token is read from the prompt's last position, and the LM head (262k
+      wide for gemma) is computed only there; answers longer than one token continue from the
+      prompt's KV cache, repeated once per such answer.
     """
     lm, tokenizer, device = model.lm, model.tokenizer, model.device
     answer_ids = [tokenizer.encode(answer, add_special_tokens=False) for answer in answers]
     if any(not ids for ids in answer_ids):
         raise InvalidInput("a label name encodes to no tokens", where="labels")
-    first = torch.tensor([ids[0] for ids in answer_ids])
-    longer = [k for k, ids in enumerate(answer_ids) if len(ids) > 1]
     scores = np.zeros((len(conversations), len(answers)), dtype=np.float32)
-    for start in range(0, len(conversations), batch_size):
-        chunk = conversations[start : start + batch_size]
-        inputs = {k: v.to(device) for k, v in encode_batch(tokenizer, chunk).items()}
-        out = lm.get_decoder()(**inputs, use_cache=bool(longer))
-        last_hidden = out.last_hidden_state[:, -1]
-        logprobs = torch.log_softmax(output_logits(lm, last_hidden), dim=-1)
-        batch_scores = logprobs[:, first.to(device)]
+    if not conversations:
+        return scores
+    first = torch.tensor([ids[0] for ids in answer_ids], device=device)
+    longer = [k for k, ids in enumerate(answer_ids) if len(ids) > 1]
+    add_special = not tokenizer.chat_template  # a chat template writes its own BOS
+    prompts = tokenizer([prompt_text(tokenizer, c) for c in conversations], add_special_tokens=add_special)["input_ids"]
+    shared = shared_prefix_length(prompts, min(map(len, prompts)) - 1)  # every prompt keeps a token of its own
+    decoder = lm.get_decoder()
+    prefix_cache = None
+    if shared:
+        prefix_cache = decoder(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True).cache
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        ids, mask = _right_padded([prompts[i][shared:] for i in rows], tokenizer.pad_token_id, device)
+        cache = None
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(rows))
+            mask = torch.cat([torch.ones((len(rows), shared), dtype=mask.dtype, device=device), mask], dim=1)
+        lengths = mask.sum(-1)  # prefix + own tokens
+        positions = (shared + torch.arange(ids.shape[1], device=device)).expand(len(rows), -1)
+        out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=bool(longer))
+        last_hidden = out.last_hidden_state[torch.arange(len(rows), device=device), lengths - shared - 1]
+        batch_scores = torch.log_softmax(output_logits(lm, last_hidden), dim=-1)[:, first]
         if longer:
-            batch_scores[:, longer] += _continuations(model, out.cache, inputs, answer_ids, longer)
-        scores[start : start + len(chunk)] = batch_scores.float().cpu().numpy()
+            batch_scores[:, longer] += _continuations(model, out.cache, mask, lengths, answer_ids, longer)
+        scores[rows] = batch_scores.float().cpu().numpy()
         if progress:
-            progress(len(chunk))
+            progress(len(rows))
     return scores
 
 
-def _continuations(model: LoadedModel, cache, inputs, answer_ids, longer) -> torch.Tensor:
-    """Log-probability of tokens 2..n of each multi-token answer, batched over (example, answer)."""
+def _right_padded(sequences: list[list[int]], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, sequences))
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+        mask[row, : len(sequence)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _continuations(model: LoadedModel, cache, mask, lengths, answer_ids, longer) -> torch.Tensor:
+    """Log-probability of tokens 2..n of each multi-token answer, batched over (example, answer).
+
+    The prompts are right-padded: each continuation starts at its own prompt's length, and the
+    padding between stays masked out.
+    """
     lm, device = model.lm, model.device
-    n_examples, n_longer = inputs["input_ids"].shape[0], len(longer)
+    n_examples, n_longer = mask.shape[0], len(longer)
     width = max(len(answer_ids[k]) for k in longer) - 1
     feed = torch.zeros((n_longer, width), dtype=torch.long)
     target = torch.zeros((n_longer, width), dtype=torch.long)
@@ -104,11 +151,10 @@ def _continuations(model: LoadedModel, cache, inputs, answer_ids, longer) -> tor
         valid[row, : len(ids) - 1] = True
     cache.batch_repeat_interleave(n_longer)
     feed, target, valid = (t.repeat(n_examples, 1).to(device) for t in (feed, target, valid))
-    prompt_mask = inputs["attention_mask"].repeat_interleave(n_longer, dim=0)
-    mask = torch.cat([prompt_mask, torch.ones_like(feed)], dim=1)
-    start = inputs["attention_mask"].sum(-1).repeat_interleave(n_longer)
-    positions = start[:, None] + torch.arange(width, device=device)
-    hidden = lm.get_decoder()(input_ids=feed, attention_mask=mask, position_ids=positions, cache=cache).last_hidden_state
+    prompt_mask = mask.repeat_interleave(n_longer, dim=0)
+    full_mask = torch.cat([prompt_mask, torch.ones_like(feed)], dim=1)
+    positions = lengths.repeat_interleave(n_longer)[:, None] + torch.arange(width, device=device)
+    hidden = lm.get_decoder()(input_ids=feed, attention_mask=full_mask, position_ids=positions, cache=cache).last_hidden_state
     logprobs = torch.log_softmax(output_logits(lm, hidden[valid]), dim=-1)
     picked = torch.zeros(valid.shape, dtype=logprobs.dtype, device=device)
     picked[valid] = logprobs.gather(-1, target[valid][:, None]).squeeze(-1)

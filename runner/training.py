@@ -30,7 +30,7 @@ from rich.console import Console
 from runner.checks import default_epochs
 from runner.defaults import SCHEMA_PATH
 from runner.errors import RuntimeFailure
-from runner.lm import LoadedModel, output_logits, prompt_text, score_answers
+from runner.lm import LoadedModel, output_logits, prompt_text, score_answers, shared_prefix_length
 from runner.progress import progress_bar
 from runner.registry import LocalRegistry
 
@@ -39,7 +39,8 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
 AUTO_BATCH_SIZE = 8
-CLOSED_ANSWER_SET = 64  # validation accuracy is reported when the answers are at most this many labels
+CLOSED_ANSWER_SET = 64
+MIN_SHARED_PREFIX = 8  # below this, running the prefix on its own saves less than it costs  # validation accuracy is reported when the answers are at most this many labels
 
 
 def local_defaults() -> dict[str, Any]:
@@ -112,10 +113,35 @@ def collate(examples: list[tuple], pad_id: int, device: str) -> tuple[torch.Tens
 def answer_loss(lm, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over answer tokens, computing the LM head only where it is needed."""
     hidden = lm.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+    return _loss_at_answers(lm, hidden, targets)
+
+
+def _loss_at_answers(lm, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
     shifted = targets[:, 1:]
     scored = shifted != -100
     logits = output_logits(lm, hidden[:, :-1][scored])
     return torch.nn.functional.cross_entropy(logits, shifted[scored]), int(scored.sum())
+
+
+def batch_loss(lm, batch: list[tuple], pad_id: int, device: str) -> tuple[torch.Tensor, int]:
+    """`answer_loss` of a batch, with the prompt prefix every example shares computed once.
+
+    A spec's prompts all start with the same instruction (on TNEWS ~45 of ~66 tokens), so the
+    batch runs that prefix once, repeats its KV cache (gradients flow back through the repeat)
+    and runs only each example's own tokens after it: the same loss, with ~2.5× fewer tokens
+    through the network on TNEWS.
+    """
+    prefix = shared_prefix_length([ids for ids, _ in batch], min(n_prompt for _, n_prompt in batch) - 1)
+    if len(batch) == 1 or prefix < MIN_SHARED_PREFIX:
+        return answer_loss(lm, *collate(batch, pad_id, device))
+    decoder = lm.get_decoder()
+    cache = decoder(input_ids=torch.tensor([batch[0][0][:prefix]], device=device), use_cache=True).cache
+    cache.batch_repeat_interleave(len(batch))
+    ids, mask, targets = collate([(ids[prefix:], n_prompt - prefix) for ids, n_prompt in batch], pad_id, device)
+    full_mask = torch.cat([torch.ones((len(batch), prefix), dtype=mask.dtype, device=device), mask], dim=1)
+    positions = (prefix + torch.arange(ids.shape[1], device=device)).expand(len(batch), -1)
+    hidden = decoder(input_ids=ids, attention_mask=full_mask, position_ids=positions, cache=cache).last_hidden_state
+    return _loss_at_answers(lm, hidden, targets)
 
 
 class Trainer:
@@ -163,8 +189,7 @@ class Trainer:
                     started = time.perf_counter()
                     for group in optimizer.param_groups:
                         group["lr"] = self._learning_rate(step)
-                    ids, mask, targets = collate(batch, self.model.tokenizer.pad_token_id, self.model.device)
-                    loss, _n_tokens = answer_loss(lm, ids, mask, targets)
+                    loss, _n_tokens = batch_loss(lm, batch, self.model.tokenizer.pad_token_id, self.model.device)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(parameters, 1.0)
                     optimizer.step()
@@ -173,7 +198,8 @@ class Trainer:
                     seconds = time.perf_counter() - started
                     losses.append(float(loss.detach()))
                     record["step"] = step
-                    record["trained_tokens"] = record.get("trained_tokens", 0) + int(mask.sum())
+                    n_batch_tokens = sum(len(ids) for ids, _ in batch)
+                    record["trained_tokens"] = record.get("trained_tokens", 0) + n_batch_tokens
                     progress.update(task, completed=step, description=f"fine-tune {record['id']} loss {losses[-1]:.3f}")
                     if step % 10 == 0 or step == plan.total_steps:
                         self.registry.add_event(
@@ -182,7 +208,7 @@ class Trainer:
                             step=step,
                             train_loss=losses[-1],
                             learning_rate=self._learning_rate(step - 1),
-                            tokens_per_s=round(int(mask.sum()) / seconds, 1),
+                            tokens_per_s=round(n_batch_tokens / seconds, 1),
                             step_seconds=round(seconds, 3),
                         )
                     epoch_end = step % plan.steps_per_epoch == 0
@@ -275,9 +301,7 @@ class Trainer:
         examples = encode(self.model, self.validation, self._max_len())
         total, count = 0.0, 0
         for start in range(0, len(examples), 16):
-            loss, n = answer_loss(
-                lm, *collate(examples[start : start + 16], self.model.tokenizer.pad_token_id, self.model.device)
-            )
+            loss, n = batch_loss(lm, examples[start : start + 16], self.model.tokenizer.pad_token_id, self.model.device)
             total, count = total + float(loss) * n, count + n
         metrics = {"valid_loss": round(total / count, 4)}
         answers = sorted({messages[-1]["content"] for messages in self.validation})

@@ -188,3 +188,46 @@ def test_a_training_failure_marks_the_job_failed(tiny_model, registry, tmp_path,
     assert caught.value.exit_code == EXIT_RUNTIME
     done = provider.job(job.id)
     assert done.status == "failed" and done.error == "ValueError: shapes do not match"
+
+
+def test_shared_prefix_loss_and_gradients_equal_the_plain_loss(tiny_model):
+    """batch_loss runs the prompt prefix once and repeats its KV cache: same loss, same LoRA gradients."""
+    from peft import LoraConfig, get_peft_model
+
+    from runner.lm import shared_prefix_length
+    from runner.providers.local import LocalProvider
+    from runner.training import answer_loss, batch_loss, collate, encode
+
+    provider = LocalProvider(str(tiny_model))
+    instruction = "对给定文本进行分类，类别包括：科技、金融、娱乐、世界、汽车。\n\n给定文本：\n"
+    texts = [("芯片发布会今天举行", "科技"), ("股市大涨", "金融"), ("新款手机发布了吗", "科技")]
+    conversations = [
+        [{"role": "user", "content": f"{instruction}{text}\n类别："}, {"role": "assistant", "content": answer}]
+        for text, answer in texts
+    ]
+    batch = encode(provider.loaded, conversations, 256)
+    assert shared_prefix_length([ids for ids, _ in batch], 10**6) >= 8  # the shared path is taken
+    lm = get_peft_model(provider.lm, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    lm = lm.get_base_model()
+    lm.train()
+    pad = provider.tokenizer.pad_token_id
+
+    def gradients(loss_of):
+        lm.zero_grad(set_to_none=True)
+        loss = loss_of()
+        loss.backward()
+        return float(loss.detach()), [p.grad.clone() for p in lm.parameters() if p.requires_grad]
+
+    plain_loss, plain_grads = gradients(lambda: answer_loss(lm, *collate(batch, pad, "cpu"))[0])
+    shared_loss, shared_grads = gradients(lambda: batch_loss(lm, batch, pad, "cpu")[0])
+    assert shared_loss == pytest.approx(plain_loss, rel=1e-4)
+    for plain, shared in zip(plain_grads, shared_grads, strict=True):
+        torch.testing.assert_close(shared, plain, rtol=1e-3, atol=1e-6)
+
+
+def test_shared_prefix_length():
+    from runner.lm import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]], 10) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]], 2) == 2  # never past the limit
+    assert shared_prefix_length([[7], [8]], 5) == 0
