@@ -44,7 +44,7 @@ def apply_defaults(doc: dict[str, Any], schema: dict[str, Any]) -> None:
     evaluation = doc["evaluation"]
     # Label scoring needs a closed answer set and token log-probabilities: classification, local model.
     evaluation.setdefault("method", "score" if task == "classification" and local else "generate")
-    evaluation.setdefault("calibration", "mean" if evaluation["method"] == "score" else "none")
+    evaluation.setdefault("calibration", "auto" if evaluation["method"] == "score" else "none")
     if evaluation["method"] == "score" and provider["name"] in API_SCORING:
         provider.setdefault("scoring", API_SCORING[provider["name"]])  # OpenAI returns no prompt logprobs
     if task == "extraction":

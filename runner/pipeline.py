@@ -35,7 +35,7 @@ from runner.runs import RunFolder, environment
 from runner.secrets import redact
 from runner.spec import Spec, fine_tune_settings
 from runner.stats import bootstrap_settings, ci95
-from runner.tasks import Example, Task, make_task
+from runner.tasks import Example, Scored, Task, make_task
 
 STAGES = ("prep", "check", "fine_tune", "eval")
 
@@ -261,23 +261,46 @@ def _evaluate(
 
     rows: dict[str, list[Any]] = {}
     records = [{"id": e.id, "text": e.text, "gold": task.gold_field(e)} for e in splits.eval]
+    scored: dict[str, Scored] = {}
+    with_validation = bool(splits.validation) and task.wants_validation_outputs()
     with progress_bar(console) as progress:
         for mode in spec.evaluation["modes"]:
             started = time.perf_counter()
             messages_for = prompts.messages
             if mode == "few_shot":
                 messages_for = _few_shot_prompts(spec, task, splits, prompts, run, progress, provider_for("zero_shot"))
-            outputs = raw_outputs(
-                task, spec.evaluation, spec.provider["params"], splits.eval, messages_for, provider_for(mode), run,
-                progress, mode,
-            )  # fmt: skip
-            decoded = task.decode(splits.eval, outputs, mode)
+
+            def answers(examples: list[Example], name: str, mode: str = mode, messages_for=messages_for) -> dict:
+                return raw_outputs(
+                    task, spec.evaluation, spec.provider["params"], examples, messages_for, provider_for(mode), run,
+                    progress, name,
+                )  # fmt: skip
+
+            scored[mode] = Scored(answers(splits.eval, mode))
+            if with_validation:  # what calibration and the ensemble are fitted on; never the eval split
+                scored[mode].validation = answers(splits.validation, f"{mode}_validation")
+            validation = (splits.validation, scored[mode].validation) if scored[mode].validation else None
+            decoded = task.decode(splits.eval, scored[mode].eval, mode, validation)
             for record, fields in zip(records, decoded.fields, strict=True):
                 record.update(fields)
             rows.update(decoded.rows)
+            if decoded.choices:
+                manifest.setdefault("choices", {})[mode] = decoded.choices
             manifest["stage_seconds"][mode] = round(time.perf_counter() - started, 1)
             if spec.evaluation["method"] == "generate":
-                manifest.setdefault("usage", {})[mode] = usage_summary(list(outputs.values()), models[mode])
+                outputs = list(scored[mode].eval.values())
+                manifest.setdefault("usage", {})[mode] = usage_summary(outputs, models[mode])
+        started = time.perf_counter()
+        embed = None
+        if spec.evaluation.get("probe"):
+            texts = len(splits.train) + len(splits.eval)
+            bar = progress.add_task(f"probe: hidden states of {texts} texts", total=texts)
+            embed = llm_embedder(provider_for("zero_shot")(), lambda n: progress.advance(bar, n))
+        combined, choices = task.combined_rows(splits.train, splits.validation, splits.eval, scored, embed)
+        if combined:
+            rows.update(combined)
+            manifest.setdefault("choices", {}).update(choices)
+            manifest["stage_seconds"]["combined"] = round(time.perf_counter() - started, 1)
     if spec.evaluation["baseline"]:
         started = time.perf_counter()
         with console.status(f"baseline: {task.baseline_name} on the train split and on all non-eval lines…"):
@@ -313,10 +336,11 @@ def _few_shot_prompts(
     embed = None
     if config["strategy"] == "similar" and config["embedding"] == "llm":
         model = base() if spec.provider["name"] == "local" else open_provider({"name": "local", "model": "gemma-3-270m", "batch_size": 8})
-        texts = len(splits.train) + len(splits.eval)
+        texts = len(splits.train) + len(splits.eval) + len(splits.validation)
         bar = progress.add_task(f"few_shot: embed {texts} texts", total=texts)
         embed = llm_embedder(model, lambda n: progress.advance(bar, n))
-    shots = choose_shots(config, splits.train, splits.eval, embed, task.stratum)
+    # the validation split gets its shots too: calibration and the ensemble are fitted on its answers
+    shots = choose_shots(config, splits.train, splits.eval + splits.validation, embed, task.stratum)
     run.write_json("few_shot.json", {item: [e.id for e in chosen] for item, chosen in shots.items()})
 
     def messages_for(example: Example) -> list[dict[str, str]]:

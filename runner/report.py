@@ -17,13 +17,20 @@ def row_description(row: str, manifest: dict[str, Any], task: Task) -> str:
         return f"{task.baseline_name} on the {manifest['data']['train']} train lines"
     if row == "baseline_all_data":
         return f"{task.baseline_name} on all {manifest['data'].get('baseline_all_data_train', '?')} labelled non-eval lines"
+    choices = manifest.get("choices") or {}
+    if row == "ensemble" and "ensemble" in choices:
+        chosen = choices["ensemble"]
+        return f"{chosen['mode']} × {chosen['llm_weight']:g} + {task.baseline_name} × {1 - chosen['llm_weight']:g} (weight chosen on validation)"
+    if row == "probe":
+        return f"logistic regression on the LLM's hidden states, {manifest['data']['train']} train lines"
     evaluation = manifest["spec"]["evaluation"]
     model = manifest["spec"]["provider"]["model"]
     if row.startswith("fine_tuned"):
         model = (manifest.get("fine_tune") or {}).get("fine_tuned_model") or "fine-tuned model"
     how = evaluation["method"]
     if evaluation["method"] == "score":
-        how += " · raw" if row.endswith("_uncalibrated") else f" · {evaluation['calibration']}-calibrated"
+        calibration = (choices.get(row, {}).get("calibration") or {}).get("chosen", evaluation["calibration"])
+        how += " · raw" if row.endswith("_uncalibrated") else f" · {calibration}-calibrated"
     elif evaluation.get("constrained") and manifest["spec"]["provider"]["name"] == "local":
         how += " · constrained"
     return f"{model} · {how}"

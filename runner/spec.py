@@ -373,4 +373,5 @@ def result_rows(spec: Spec) -> list[str]:
         rows += [f"{mode}_uncalibrated" for mode in spec.evaluation["modes"]]
     if spec.evaluation["baseline"]:
         rows += ["baseline", "baseline_all_data"]
+    rows += [row for row in ("ensemble", "probe") if spec.evaluation.get(row)]
     return rows

@@ -55,7 +55,7 @@ def test_training_reads_its_defaults_from_the_schema():
 
 def test_dependent_defaults(tmp_path):
     local = load_spec(write_project(tmp_path))
-    assert (local.evaluation["method"], local.evaluation["calibration"]) == ("score", "mean")
+    assert (local.evaluation["method"], local.evaluation["calibration"]) == ("score", "auto")
     assert local.provider["model"] == "gemma-3-270m" and "concurrency" not in local.provider
     remote = load_spec(write_project(tmp_path, REMOTE))
     assert (remote.evaluation["method"], remote.evaluation["calibration"]) == ("generate", "none")

@@ -29,7 +29,7 @@ def test_defaults_are_filled(project):
         "params": {"temperature": 0, "max_tokens": 16},
     }
     assert spec.evaluation["method"] == "score"
-    assert spec.evaluation["calibration"] == "mean"
+    assert spec.evaluation["calibration"] == "auto"
     assert spec.data["format"] == "jsonl"
     assert result_rows(spec) == ["zero_shot", "zero_shot_uncalibrated", "baseline", "baseline_all_data"]
 

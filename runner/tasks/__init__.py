@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -33,6 +33,15 @@ class Decoded:
 
     rows: dict[str, list[Any]]  # row name -> one prediction per eval example
     fields: list[dict[str, Any]]  # per example: extra fields for predictions.jsonl
+    choices: dict[str, Any] = field(default_factory=dict)  # what was fitted on the validation split, for the manifest
+
+
+@dataclass
+class Scored:
+    """One evaluation mode's raw outputs on the eval split, and on the validation split when it was scored."""
+
+    eval: dict[str, dict[str, Any]]
+    validation: dict[str, dict[str, Any]] | None = None
 
 
 class Task(ABC):
@@ -84,8 +93,31 @@ class Task(ABC):
 
     # Evaluation
     @abstractmethod
-    def decode(self, examples: list[Example], outputs: dict[str, dict[str, Any]], mode: str) -> Decoded:
-        """Turn raw model outputs (label scores or generated text) into predictions."""
+    def decode(
+        self,
+        examples: list[Example],
+        outputs: dict[str, dict[str, Any]],
+        mode: str,
+        validation: tuple[list[Example], dict[str, dict[str, Any]]] | None = None,
+    ) -> Decoded:
+        """Turn raw model outputs (label scores or generated text) into predictions; anything fitted
+        (calibration) is fitted on `validation`'s outputs, never on the eval split's gold."""
+
+    def wants_validation_outputs(self) -> bool:
+        """Whether each mode should also answer the validation split (to choose calibration, fit an ensemble)."""
+        return False
+
+    def combined_rows(
+        self,
+        train: list[Example],
+        validation: list[Example],
+        evaluation: list[Example],
+        scored: dict[str, Scored],
+        embed: Callable[[list[str]], Any] | None,
+    ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+        """Rows that combine the modes' outputs with classical models (an ensemble, a probe on the LLM's
+        hidden states), and what was chosen for them; none by default."""
+        return {}, {}
 
     @abstractmethod
     def score(self, examples: list[Example], predicted: list[Any]) -> dict[str, Any]:

@@ -8,8 +8,15 @@ from typing import Any
 import numpy as np
 
 from runner.errors import InvalidInput
-from runner.tasks import Decoded, Example, Task, Where, pct_ci
-from runner.tasks.classification.baseline import baseline_predictions
+from runner.tasks import Decoded, Example, Scored, Task, Where, pct_ci
+from runner.tasks.classification.baseline import baseline_predictions, baseline_probabilities, probe_predictions
+from runner.tasks.classification.combine import (
+    Calibration,
+    accuracy,
+    choose_calibration,
+    choose_weight,
+    ensemble_scores,
+)
 from runner.tasks.classification.metrics import classification_aggregate, classification_metrics, classification_stats
 from runner.tasks.classification.normalize import fold, normalize_answer
 
@@ -26,6 +33,7 @@ class ClassificationTask(Task):
         self.labels: dict[str, str] = doc["labels"]
         self.data = doc["data"]
         self.calibration = doc["evaluation"]["calibration"]
+        self.chosen_calibration: dict[str, Calibration] = {}  # per mode, set by decode
         self.excluded_seen: set[str] = set()
 
     @classmethod
@@ -49,6 +57,27 @@ class ClassificationTask(Task):
         for key in ("entities",):
             if key in doc:
                 raise InvalidInput(f"{key} is for task: extraction", where=where(key))
+        evaluation, has_validation = doc["evaluation"], "validation" in doc["splits"]
+        needs_validation = {
+            "evaluation.ensemble": evaluation["ensemble"],
+            "evaluation.calibration: bias": evaluation["calibration"] == "bias",
+        }
+        for what, wanted in needs_validation.items():
+            if wanted and not has_validation:
+                raise InvalidInput(
+                    f"{what} is fitted on a validation split; add splits.validation (e.g. {{take: random, n: 300, seed: 7}})",
+                    where=where("evaluation"),
+                )
+        if evaluation["ensemble"] and evaluation["method"] != "score":
+            raise InvalidInput(
+                "evaluation.ensemble combines label scores: it needs method: score",
+                where=where("evaluation", "ensemble"),
+            )
+        if evaluation["probe"] and doc["provider"]["name"] != "local":
+            raise InvalidInput(
+                "evaluation.probe reads the model's hidden states: it needs provider: local",
+                where=where("evaluation", "probe"),
+            )
         if doc["data"].get("format") in ("cluener", "entities", "prompt_completion"):
             raise InvalidInput(
                 f"format {doc['data']['format']} holds entities; classification reads jsonl, json, csv or tsv",
@@ -97,26 +126,94 @@ class ClassificationTask(Task):
     def answers(self) -> list[str]:
         return list(self.labels.values())
 
-    def decode(self, examples: list[Example], outputs: dict[str, dict[str, Any]], mode: str) -> Decoded:
+    def decode(
+        self,
+        examples: list[Example],
+        outputs: dict[str, dict[str, Any]],
+        mode: str,
+        validation: tuple[list[Example], dict[str, dict[str, Any]]] | None = None,
+    ) -> Decoded:
         labels = list(self.labels)
         fields: list[dict[str, Any]] = [{} for _ in examples]
         rows: dict[str, list[Any]] = {}
+        choices: dict[str, Any] = {}
         if "scores" in outputs[examples[0].id]:
-            scores = np.array([outputs[e.id]["scores"] for e in examples])
-            raw = [labels[i] for i in scores.argmax(axis=1)]
-            if self.calibration == "mean":
-                calibrated = scores - scores.mean(axis=0, keepdims=True)
-                rows[mode] = [labels[i] for i in calibrated.argmax(axis=1)]
-                rows[f"{mode}_uncalibrated"] = raw
+            scores = score_matrix(examples, outputs)
+            calibration = Calibration(self.calibration)
+            if self.calibration in ("auto", "bias") and validation:
+                calibration, found = choose_calibration(
+                    score_matrix(*validation),
+                    self.gold_indices(validation[0]),
+                    ("none", "mean", "bias") if self.calibration == "auto" else ("bias",),
+                )
+                choices["calibration"] = {"chosen": calibration.method, "validation_accuracy": found}
+                if calibration.bias:
+                    choices["calibration"]["bias"] = dict(
+                        zip(labels, np.round(calibration.bias, 4).tolist(), strict=True)
+                    )
+            elif self.calibration == "auto":
+                calibration = Calibration("mean")  # no validation split to choose on: the default for a base model
+                choices["calibration"] = {"chosen": "mean", "why": "no validation split to choose on"}
+            self.chosen_calibration[mode] = calibration
+            if self.calibration == "none":
+                rows[mode] = [labels[i] for i in scores.argmax(axis=1)]
             else:
-                rows[mode] = raw
+                rows[mode] = [labels[i] for i in calibration.apply(scores).argmax(axis=1)]
+                rows[f"{mode}_uncalibrated"] = [labels[i] for i in scores.argmax(axis=1)]
             for field, score in zip(fields, scores, strict=True):
                 field[f"{mode}_scores"] = dict(zip(labels, score.round(4).tolist(), strict=True))
         else:
             rows[mode] = [normalize_answer(outputs[e.id]["text"], self.labels) for e in examples]
             for field, example in zip(fields, examples, strict=True):
                 field[f"{mode}_answer"] = outputs[example.id]["text"]
-        return Decoded(rows=rows, fields=fields)
+        return Decoded(rows=rows, fields=fields, choices=choices)
+
+    def wants_validation_outputs(self) -> bool:
+        evaluation = self.doc["evaluation"]
+        return evaluation["method"] == "score" and (evaluation["calibration"] == "auto" or evaluation["ensemble"])
+
+    def gold_indices(self, examples: list[Example]) -> np.ndarray:
+        labels = list(self.labels)
+        return np.array([labels.index(example.gold) for example in examples])
+
+    def combined_rows(
+        self,
+        train: list[Example],
+        validation: list[Example],
+        evaluation: list[Example],
+        scored: dict[str, Scored],
+        embed: Callable[[list[str]], Any] | None,
+    ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+        """`ensemble`: the best-on-validation scoring mode + TF-IDF; `probe`: LR on the LLM's hidden states."""
+        labels = list(self.labels)
+        rows: dict[str, list[Any]] = {}
+        choices: dict[str, Any] = {}
+        options = self.doc["evaluation"]
+        if options["ensemble"]:
+            gold = self.gold_indices(validation)
+            candidates = {
+                mode: self.chosen_calibration[mode].apply(score_matrix(validation, found.validation))
+                for mode, found in scored.items()
+                if found.validation and "scores" in next(iter(found.validation.values()))
+            }
+            mode = max(candidates, key=lambda m: accuracy(candidates[m], gold))
+            proba_validation, proba_eval = baseline_probabilities(train, [validation, evaluation], labels)
+            weight, found = choose_weight(candidates[mode], proba_validation, gold)
+            llm_eval = self.chosen_calibration[mode].apply(score_matrix(evaluation, scored[mode].eval))
+            rows["ensemble"] = [labels[i] for i in ensemble_scores(llm_eval, proba_eval, weight).argmax(axis=1)]
+            choices["ensemble"] = {
+                "mode": mode,
+                "calibration": self.chosen_calibration[mode].method,
+                "llm_weight": weight,
+                "validation_accuracy_by_weight": found,
+                "validation_lines": len(validation),
+            }
+        if options["probe"] and embed is not None:
+            features = embed([example.text for example in [*train, *evaluation]])  # one call: one centring
+            train_features, eval_features = features[: len(train)], features[len(train) :]
+            rows["probe"] = probe_predictions(train_features, [e.gold for e in train], eval_features)
+            choices["probe"] = {"features": "mean hidden state 5/6 of the way up", "train_lines": len(train)}
+        return rows, choices
 
     def score(self, examples: list[Example], predicted: list[Any]) -> dict[str, Any]:
         return classification_metrics([e.gold for e in examples], predicted, list(self.labels))
@@ -170,3 +267,8 @@ def join_text(row: dict[str, Any], fields: list[str], where: str) -> str:
             raise InvalidInput(f"field {field!r} holds a {type(value).__name__}, not text", where=where)
         parts.append(str(value))
     return "\n".join(parts)
+
+
+def score_matrix(examples: list[Example], outputs: dict[str, dict[str, Any]]) -> np.ndarray:
+    """(examples, labels) label log-probabilities, in `examples` order."""
+    return np.array([outputs[example.id]["scores"] for example in examples])

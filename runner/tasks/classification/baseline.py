@@ -5,9 +5,11 @@ Trained on the same train split the LLM is fine-tuned on, so the reader sees wha
 
 from __future__ import annotations
 
+import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from runner.tasks import Example
 
@@ -16,9 +18,36 @@ def baseline_predictions(train: list[Example], evaluation: list[Example]) -> lis
     labels = {example.gold for example in train}
     if len(labels) < 2:  # logistic regression needs two classes; predict the only one seen
         return [train[0].gold] * len(evaluation)
-    model = make_pipeline(
+    model = _tfidf_model().fit([example.text for example in train], [example.gold for example in train])
+    return list(model.predict([example.text for example in evaluation]))
+
+
+def baseline_probabilities(train: list[Example], targets: list[list[Example]], labels: list[str]) -> list[np.ndarray]:
+    """The baseline's class probabilities for each list in `targets`, columns in `labels` order.
+
+    A label the train split never shows gets probability 0 (the ensemble clips it to 1e-9).
+    """
+    model = _tfidf_model().fit([example.text for example in train], [example.gold for example in train])
+    found = list(model.classes_)
+    tables = []
+    for examples in targets:
+        proba = model.predict_proba([example.text for example in examples])
+        table = np.zeros((len(examples), len(labels)))
+        for column, label in enumerate(labels):
+            if label in found:
+                table[:, column] = proba[:, found.index(label)]
+        tables.append(table)
+    return tables
+
+
+def probe_predictions(train: np.ndarray, train_gold: list[str], evaluation: np.ndarray) -> list[str]:
+    """A linear probe: logistic regression on the LLM's pooled hidden states (standardised)."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))
+    return list(model.fit(train, train_gold).predict(evaluation))
+
+
+def _tfidf_model():
+    return make_pipeline(
         TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True),
         LogisticRegression(max_iter=2000, C=10.0),
     )
-    model.fit([example.text for example in train], [example.gold for example in train])
-    return list(model.predict([example.text for example in evaluation]))

@@ -128,7 +128,13 @@ class ExtractionTask(Task):
         return AnswerGuide(example.text, list(self.names.values()), strict=self.doc["evaluation"]["constrained"])
 
     # Evaluation
-    def decode(self, examples: list[Example], outputs: dict[str, dict[str, Any]], mode: str) -> Decoded:
+    def decode(
+        self,
+        examples: list[Example],
+        outputs: dict[str, dict[str, Any]],
+        mode: str,
+        validation: tuple[list[Example], dict[str, dict[str, Any]]] | None = None,
+    ) -> Decoded:
         predictions, fields = [], []
         for example in examples:
             answer = outputs[example.id]["text"]

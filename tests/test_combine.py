@@ -1,0 +1,128 @@
+"""Calibration chosen per mode and the ensemble row: fitted on the validation split, applied to eval."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from runner.cli import main
+from runner.tasks.classification.combine import (
+    Calibration,
+    choose_calibration,
+    choose_weight,
+    ensemble_scores,
+    fit_bias,
+)
+from tests.conftest import write_project
+from tests.test_api_scoring import newest, read, scoring_project
+from tests.test_remote import rows
+
+
+def synthetic(n: int, bias: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Scores whose true labels are drawn from softmax(logits), seen through a per-label offset `bias`."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2, size=(n, len(bias)))
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    gold = np.array([rng.choice(len(bias), p=p) for p in probabilities])
+    return logits - bias, gold
+
+
+def test_fit_bias_recovers_a_planted_offset():
+    planted = np.array([3.0, -1.0, 0.0, -2.0])
+    scores, gold = synthetic(4000, planted)
+    fitted = fit_bias(scores, gold)
+    np.testing.assert_allclose(fitted, planted - planted.mean(), atol=0.25)
+
+
+def test_auto_picks_bias_for_a_skewed_model_and_the_simplest_for_a_calibrated_one():
+    skewed, gold = synthetic(2000, np.array([4.0, 0.0, 0.0, 0.0]))
+    chosen, found = choose_calibration(skewed, gold)
+    assert chosen.method == "bias" and found["bias"] > found["none"] + 0.1
+    fair = np.eye(4)[gold] * 5.0  # already perfect: nothing to gain, so the simplest candidate
+    chosen, found = choose_calibration(fair, gold)
+    assert chosen.method == "none" and found == {"none": 1.0, "mean": 1.0, "bias": 1.0}
+
+
+def test_calibrations_apply_as_documented():
+    scores = np.array([[0.0, -1.0], [-2.0, -1.0]])
+    np.testing.assert_allclose(Calibration("mean").apply(scores), [[1.0, 0.0], [-1.0, 0.0]])
+    np.testing.assert_allclose(Calibration("bias", (0.5, -0.5)).apply(scores), [[0.5, -1.5], [-1.5, -1.5]])
+    assert Calibration("none").apply(scores) is scores
+
+
+def test_ensemble_weight_follows_the_better_source():
+    rng = np.random.default_rng(1)
+    gold = rng.integers(0, 3, 600)
+    good = np.eye(3)[gold] * 4 + rng.normal(0, 1, (600, 3))
+    noise = rng.normal(0, 1, (600, 3))
+    to_proba = lambda s: np.exp(s) / np.exp(s).sum(1, keepdims=True)  # noqa: E731
+    llm_good, _ = choose_weight(good, to_proba(noise), gold)
+    llm_bad, _ = choose_weight(noise, to_proba(good), gold)
+    assert llm_good > 0.5 > llm_bad
+    assert (ensemble_scores(good, to_proba(noise), 1.0).argmax(1) == good.argmax(1)).all()  # w = 1: the LLM alone
+
+
+def test_ensemble_and_per_mode_calibration_end_to_end(api, tmp_path):
+    """Scores through the loopback API; the validation split is answered too, and only it is fitted on."""
+    spec = scoring_project(tmp_path, api)
+    text = spec.read_text(encoding="utf-8")
+    spec = write_project(
+        tmp_path,
+        {
+            **{k: v for k, v in _spec(text).items() if k != "name"},
+            "splits": {
+                "train": {"take": "first", "n": 9},
+                "validation": {"take": "random", "n": 6, "seed": 1},
+                "eval": {"take": "rest"},
+            },
+            "evaluation.ensemble": True,
+        },
+        rows=rows(8),
+    )
+    assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == 0
+    folder = newest(tmp_path / "runs")
+    manifest, metrics = read(folder, "manifest.json"), read(folder, "metrics.json")
+    assert manifest["choices"]["zero_shot"]["calibration"]["chosen"] in ("none", "mean", "bias")
+    assert set(manifest["choices"]["zero_shot"]["calibration"]["validation_accuracy"]) == {"none", "mean", "bias"}
+    ensemble = manifest["choices"]["ensemble"]
+    assert ensemble["mode"] == "zero_shot" and ensemble["validation_lines"] == 6 and 0 <= ensemble["llm_weight"] <= 1
+    assert metrics["ensemble"]["accuracy"] >= 0.8  # the fake API knows most topics (zero_shot: 8 of 9)
+    validation_ids = {json.loads(line)["id"] for line in (folder / "zero_shot_validation.score.jsonl").open()}
+    eval_ids = {json.loads(line)["id"] for line in (folder / "zero_shot.score.jsonl").open()}
+    assert len(validation_ids) == 6 and not validation_ids & eval_ids
+    assert "ensemble" in (folder / "report.md").read_text(encoding="utf-8")
+
+
+def _spec(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"evaluation.ensemble": True}, "evaluation.ensemble is fitted on a validation split"),
+        ({"evaluation.calibration": "bias"}, "evaluation.calibration: bias is fitted on a validation split"),
+        (
+            {"evaluation.ensemble": True, "evaluation.method": "generate", "evaluation.calibration": "none",
+             "splits.validation": {"take": "first", "n": 3}},
+            "needs method: score",
+        ),  # fmt: skip
+    ],
+)
+def test_what_needs_a_validation_split_or_scores_is_a_spec_error(tmp_path, capsys, overrides, message):
+    spec = write_project(tmp_path, overrides)
+    assert main(["validate", str(spec)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_probe_needs_the_local_model(api, tmp_path, capsys):
+    spec = scoring_project(tmp_path, api)
+    text = _spec(spec.read_text(encoding="utf-8"))
+    text["evaluation"]["probe"] = True
+    spec.write_text(json.dumps(text, ensure_ascii=False), encoding="utf-8")
+    assert main(["validate", str(spec)]) == 2
+    assert "evaluation.probe reads the model's hidden states" in capsys.readouterr().err
