@@ -107,10 +107,14 @@ def _spec(text: str) -> dict:
         ({"evaluation.ensemble": True}, "evaluation.ensemble is fitted on a validation split"),
         ({"evaluation.calibration": "bias"}, "evaluation.calibration: bias is fitted on a validation split"),
         (
-            {"evaluation.ensemble": True, "evaluation.method": "generate", "evaluation.calibration": "none",
-             "splits.validation": {"take": "first", "n": 3}},
+            {
+                "evaluation.ensemble": True,
+                "evaluation.method": "generate",
+                "evaluation.calibration": "none",
+                "splits.validation": {"take": "first", "n": 3},
+            },
             "needs method: score",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_what_needs_a_validation_split_or_scores_is_a_spec_error(tmp_path, capsys, overrides, message):
