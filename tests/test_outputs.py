@@ -535,6 +535,7 @@ def test_loss_curve_reads_events_and_checkpoints_and_skips_what_is_not_a_loss():
         {"data": {"step": 20, "train_loss": 1.5, "valid_loss": 1.8}},
         {"data": {"step": 20, "train_loss": 1.4}},  # reported again: the last value stands
         {"data": {"step": 30, "train_loss": "nan"}},
+        {"message": "Checkpoint step-000030: train_loss 1.2", "data": {"step": 30, "train_loss": 1.2}},
         {"data": {}},
         {"message": "no data"},
     ]

@@ -18,7 +18,7 @@ import numpy as np
 
 @dataclass
 class LossCurve:
-    train: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) from job events
+    train: list[tuple[int, float]] = field(default_factory=list)  # (step, that one step's loss) from job events
     checkpoint_train: list[tuple[int, float]] = field(default_factory=list)  # (step, mean loss since last)
     valid: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss)
 
@@ -43,6 +43,8 @@ def loss_curve(events: list[dict[str, Any]], state: dict[str, Any] | None) -> Lo
         data = event.get("data") if isinstance(event, dict) else None
         if not isinstance(data, dict):
             continue
+        if str(event.get("message", "")).startswith("Checkpoint "):
+            continue  # the local trainer's checkpoint events repeat finetune.json's checkpoint means
         if point := _point(data.get("step"), data.get("train_loss")):
             train[point[0]] = point[1]
         if point := _point(data.get("step"), data.get("valid_loss")):  # OpenAI's metrics events carry it

@@ -127,18 +127,25 @@ def loss_plot(curve: LossCurve) -> str:
 
     figure = Figure(figsize=(6.4, 3.2))
     axes = figure.add_subplot()
-    if curve.train:
+    if curve.train:  # single steps' losses are noisy (one batch each): points, under the checkpoint means
         steps, losses = zip(*curve.train, strict=True)
-        axes.plot(steps, losses, marker="o", markersize=3, color=COLOURS["precision"], label="train loss (events)")
+        axes.plot(
+            steps, losses, "o-", markersize=3, linewidth=0.8, alpha=0.55, color=COLOURS["precision"],
+            label="train loss of single steps (job events)",
+        )  # fmt: skip
     if curve.checkpoint_train:
         steps, losses = zip(*curve.checkpoint_train, strict=True)
-        axes.plot(steps, losses, "s--", markersize=4, color="#9ca3af", label="train loss (checkpoint mean)")
+        axes.plot(
+            steps, losses, "s-", markersize=5, linewidth=2, color="#1f2937",
+            label="train loss, mean since the previous checkpoint",
+        )  # fmt: skip
     if curve.valid:
         steps, losses = zip(*curve.valid, strict=True)
-        axes.plot(steps, losses, "D-", markersize=4, color=COLOURS["valid"], label="validation loss")
+        axes.plot(steps, losses, "D-", markersize=5, linewidth=2, color=COLOURS["valid"], label="validation loss")
     axes.set_xlabel("step")
     axes.set_ylabel("loss")
     axes.set_title("Fine-tuning loss")
     axes.grid(color="#e5e7eb", linewidth=0.8)
-    axes.legend(frameon=False)
+    axes.set_ylim(bottom=0)
+    axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
     return _svg(figure, "Fine-tuning loss by step")
