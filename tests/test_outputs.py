@@ -20,7 +20,7 @@ from jsonschema import Draft202012Validator
 from runner.cli import main
 from runner.errors import RuntimeFailure
 from runner.outputs import write_outputs
-from runner.outputs.evidence import loss_curve
+from runner.outputs.evidence import calibration_of, classification_mistakes, loss_curve
 from runner.outputs.junit import failure_message
 from runner.outputs.summary import SCHEMA_VERSION
 from runner.providers import Completion, Provider
@@ -555,3 +555,29 @@ def test_a_failure_message_carries_the_difference_and_confidence_runner_gates_ad
     assert failure_message({"gate": "accuracy >= 0.4", "left": None, "right": 0.4, "op": ">="}) == (
         "accuracy >= 0.4: nan >= 0.4000 is false"
     )
+
+
+def test_mistakes_follow_the_calibration_the_mode_used_and_never_show_a_confidence_that_disagrees():
+    scores = [{"a": 0.0, "b": -0.8}, {"a": 0.0, "b": -0.5}, {"a": -2.0, "b": 0.0}]
+    gold = ["b", "b", "a"]
+    records = [
+        {"id": str(i), "text": f"t{i}", "gold": g, "m_scores": s}
+        for i, (g, s) in enumerate(zip(gold, scores, strict=True))
+    ]
+    for record in records:  # with a bias of +1 on b, rows 0 and 1 answer b; raw, they answer a
+        record["m"] = "b" if record["m_scores"]["b"] + 1 > record["m_scores"]["a"] else "a"
+        record["m_uncalibrated"] = max(record["m_scores"], key=record["m_scores"].get)
+    manifest = {
+        "spec": {"evaluation": {"calibration": "auto"}},
+        "choices": {"m": {"calibration": {"chosen": "bias", "bias": {"a": 0.0, "b": 1.0}}}},
+    }
+    assert calibration_of(manifest, "m") == ("bias", {"a": 0.0, "b": 1.0})
+    assert calibration_of({"spec": {"evaluation": {"calibration": "auto"}}}, "m") == ("mean", {})
+    found = classification_mistakes(records, "m", {}, calibration_of(manifest, "m"))
+    assert found.total == 1 and found.shown[0].text == "t2" and found.shown[0].confidence > 0.5
+    assert "fitted per-label bias" in found.how
+    raw = classification_mistakes(records, "m_uncalibrated", {}, calibration_of(manifest, "m"))
+    assert raw.total == 3 and [m.text for m in raw.shown] == ["t2", "t0", "t1"]  # most confident first
+    assert "(raw)" in raw.how
+    wrong_guess = classification_mistakes(records, "m", {}, ("none", {}))  # raw scores do not give back row m
+    assert wrong_guess.total == 1 and wrong_guess.shown[0].confidence is None

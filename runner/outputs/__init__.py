@@ -12,7 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runner.outputs.evidence import MistakeSet, classification_mistakes, extraction_mistakes, loss_curve
+from runner.outputs.evidence import (
+    MistakeSet,
+    calibration_of,
+    classification_mistakes,
+    extraction_mistakes,
+    loss_curve,
+)
 from runner.outputs.html import Page, render_html
 from runner.outputs.junit import render_junit
 from runner.outputs.summary import build_summary
@@ -40,13 +46,14 @@ def _read_jsonl(run: RunFolder, name: str) -> list[dict[str, Any]]:
 
 def build_page(
     run: RunFolder,
+    manifest: dict[str, Any],
     summary: dict[str, Any],
     metrics: dict[str, dict[str, Any]],
     checks: dict[str, Any] | None,
     task: Task,
-    spec: dict[str, Any],
 ) -> Page:
     """Everything the page needs beyond the summary, read from the folder; what cannot be read is a note."""
+    spec = manifest["spec"]
     names = display_names(spec)
     page = Page(metric_names=list(task.metrics), names=names, checks=checks)
     primary = metrics.get(summary["primary_row"]) or {}
@@ -59,13 +66,12 @@ def build_page(
     try:
         records = _read_jsonl(run, "predictions.jsonl") if metrics else []
         modes = [m for m in spec["evaluation"]["modes"] if m in metrics]
-        calibrated = spec["evaluation"].get("calibration") == "mean"
         for mode in modes:
             found: MistakeSet | None
             if summary["breakdown"] and summary["breakdown"]["kind"] == "per_type":
                 found = extraction_mistakes(records, mode, names)
             else:
-                found = classification_mistakes(records, mode, names, calibrated)
+                found = classification_mistakes(records, mode, names, calibration_of(manifest, mode))
             if found is not None:
                 page.mistakes.append(found)
     except Exception as error:
@@ -99,7 +105,7 @@ def write_outputs(
         ("junit.xml", lambda: render_junit(summary)),
         (
             "report.html",
-            lambda: render_html(summary, build_page(run, summary, metrics, checks, task, manifest["spec"])),
+            lambda: render_html(summary, build_page(run, manifest, summary, metrics, checks, task)),
         ),
     ):
         try:

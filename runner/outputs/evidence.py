@@ -84,11 +84,36 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
+def calibration_of(manifest: dict[str, Any], mode: str) -> tuple[str, dict[str, float]]:
+    """How a mode's label scores were calibrated: the choice the task recorded in the manifest
+    (`choices`, when calibration was chosen or fitted on validation), else the spec's setting."""
+    chosen = ((manifest.get("choices") or {}).get(mode) or {}).get("calibration") or {}
+    if chosen.get("chosen"):
+        return str(chosen["chosen"]), dict(chosen.get("bias") or {})
+    setting = manifest["spec"]["evaluation"].get("calibration", "none")
+    return ("mean" if setting == "auto" else str(setting)), {}
+
+
+def calibrate(scores: np.ndarray, labels: list[str], method: str, bias: dict[str, float]) -> np.ndarray:
+    if method == "mean":
+        return scores - scores.mean(axis=0, keepdims=True)
+    if method == "bias":
+        return scores + np.array([float(bias.get(label, 0.0)) for label in labels])
+    return scores
+
+
 def classification_mistakes(
-    records: list[dict[str, Any]], row: str, names: dict[str, str], calibrated: bool, limit: int = 8
+    records: list[dict[str, Any]],
+    row: str,
+    names: dict[str, str],
+    calibration: tuple[str, dict[str, float]] = ("none", {}),
+    limit: int = 8,
 ) -> MistakeSet | None:
     """The row's wrong answers; with label scores, the most confident first (softmax over the labels'
-    scores, calibrated the way the row's prediction was), else the first ones in eval order."""
+    scores, calibrated the way the row's prediction was), else the first ones in eval order.
+
+    The confidence is shown only when the recalibrated scores give back every prediction the row
+    made: a page never shows a probability for an answer the model did not give that way."""
     if not records or row not in records[0]:
         return None
     wrong = [r for r in records if r.get(row) != r.get("gold")]
@@ -96,27 +121,11 @@ def classification_mistakes(
     key = f"{mode}_scores"
     if all(isinstance(r.get(key), dict) for r in records):
         labels = list(records[0][key])
+        method, bias = ("none", {}) if row.endswith("_uncalibrated") else calibration
         scores = np.array([[float(r[key].get(label, -math.inf)) for label in labels] for r in records])
-        if calibrated and not row.endswith("_uncalibrated"):
-            scores = scores - scores.mean(axis=0, keepdims=True)
-        probabilities = _softmax(scores)
-        index = {id(r): i for i, r in enumerate(records)}
-        mistakes = []
-        for record in wrong:
-            p = probabilities[index[id(record)]]
-            predicted = record.get(row)
-            mistakes.append(
-                Mistake(
-                    text=str(record.get("text", "")),
-                    gold=_label(record.get("gold"), names),
-                    predicted=_label(predicted, names),
-                    confidence=float(p[labels.index(predicted)]) if predicted in labels else None,
-                    gold_probability=float(p[labels.index(record["gold"])]) if record.get("gold") in labels else None,
-                )
-            )
-        mistakes.sort(key=lambda m: -(m.confidence or 0.0))
-        how = "most confident first: the model's probability for its answer, a softmax over the labels' scores"
-        return MistakeSet(row, how + (" (calibrated)" if calibrated else ""), len(wrong), mistakes[:limit])
+        scores = calibrate(scores, labels, method, bias)
+        if [labels[i] for i in scores.argmax(axis=1)] == [r.get(row) for r in records]:
+            return _by_confidence(records, wrong, row, names, labels, _softmax(scores), method, limit)
     shown = [
         Mistake(
             text=str(r.get("text", "")),
@@ -126,7 +135,36 @@ def classification_mistakes(
         )
         for r in wrong[:limit]
     ]
-    return MistakeSet(row, "the first ones in eval order (generated answers carry no confidence)", len(wrong), shown)
+    return MistakeSet(row, "the first ones in eval order (no label scores behind these answers)", len(wrong), shown)
+
+
+def _by_confidence(
+    records: list[dict[str, Any]],
+    wrong: list[dict[str, Any]],
+    row: str,
+    names: dict[str, str],
+    labels: list[str],
+    probabilities: np.ndarray,
+    method: str,
+    limit: int,
+) -> MistakeSet:
+    index = {id(r): i for i, r in enumerate(records)}
+    mistakes = []
+    for record in wrong:
+        p = probabilities[index[id(record)]]
+        mistakes.append(
+            Mistake(
+                text=str(record.get("text", "")),
+                gold=_label(record.get("gold"), names),
+                predicted=_label(record.get(row), names),
+                confidence=float(p[labels.index(record[row])]),
+                gold_probability=float(p[labels.index(record["gold"])]) if record.get("gold") in labels else None,
+            )
+        )
+    mistakes.sort(key=lambda m: -(m.confidence or 0.0))
+    how = "most confident first: the model's probability for its answer, a softmax over the labels' scores"
+    calibrated = {"mean": " (mean-calibrated)", "bias": " (with the fitted per-label bias)"}.get(method, " (raw)")
+    return MistakeSet(row, how + calibrated, len(wrong), mistakes[:limit])
 
 
 def extraction_mistakes(
