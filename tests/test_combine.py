@@ -130,3 +130,32 @@ def test_probe_needs_the_local_model(api, tmp_path, capsys):
     spec.write_text(json.dumps(text, ensure_ascii=False), encoding="utf-8")
     assert main(["validate", str(spec)]) == 2
     assert "evaluation.probe reads the model's hidden states" in capsys.readouterr().err
+
+
+@pytest.mark.model  # the tiny gemma borrows the embedded model's tokenizer
+def test_probe_and_ensemble_rows_with_a_local_model(tmp_path, tmp_path_factory):
+    """A tiny random gemma: the probe reads its hidden states, the ensemble its label scores."""
+    from tests.conftest import make_tiny_gemma
+
+    model = make_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma"))
+    spec = write_project(
+        tmp_path,
+        {
+            "provider": {"name": "local", "model": str(model), "batch_size": 4},
+            "splits": {
+                "train": {"take": "first", "n": 12},
+                "validation": {"take": "random", "n": 6, "seed": 1},
+                "eval": {"take": "rest"},
+            },
+            "evaluation.ensemble": True,
+            "evaluation.probe": True,
+        },
+        rows=rows(8),
+    )
+    assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == 0
+    folder = newest(tmp_path / "runs")
+    manifest, metrics = read(folder, "manifest.json"), read(folder, "metrics.json")
+    assert {"zero_shot", "ensemble", "probe", "baseline"} <= set(metrics)
+    assert manifest["choices"]["probe"]["train_lines"] == 12 and manifest["choices"]["ensemble"]["mode"] == "zero_shot"
+    predictions = [json.loads(line) for line in (folder / "predictions.jsonl").open()]
+    assert len(predictions) == 6 and all(p["probe"] in ("news_tech", "news_finance", "news_sports") for p in predictions)
