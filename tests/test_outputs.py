@@ -92,6 +92,7 @@ def classification_run(folder: Path, texts: list[str] | None = None, labels: dic
     gold = [names[i % len(names)] for i in range(n)]
     texts = texts or [f"第{i}条新闻标题" for i in range(n)]
     spec = _spec("classification", labels=labels)
+    spec["provider"]["name"] = "openai_compatible"  # label scores bought from an API: usage has a price
     task = make_task(spec)
     run = RunFolder(folder)
     records, rows = (
@@ -245,6 +246,7 @@ def test_extraction_summary_matches_its_schema(tmp_path):
     ]
     assert summary["rows"][0]["ci95"] == {}  # absent ci95 tolerated
     assert summary["gates_passed"] is False and summary["fine_tune"] is None and summary["usage"] == {}
+    assert summary["cost"]["eval_usd"] == 0.0  # the local model: nothing bought
 
 
 def test_a_failed_run_gets_a_summary_a_page_and_an_error_case(tmp_path):

@@ -139,6 +139,7 @@ code { background:#f3f4f6; padding:1px 5px; border-radius:4px; font-size:12.5px;
 .stat b { display:block; font-size:18px; }
 .stat small { color:var(--muted); }
 td.text { max-width:520px; word-break:break-word; }
+td.what { min-width:190px; }
 .bar { display:inline-block; height:8px; background:var(--bad); border-radius:4px; vertical-align:middle; margin-right:6px; }
 ul.files { columns:3; margin:0; padding-left:18px; }
 footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px; }
@@ -178,7 +179,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 <tbody>
 {% for r in s.rows %}
 <tr class="{{ 'primary' if r.name == s.primary_row else '' }} {{ 'baseline' if r.name.startswith('baseline') else '' }}">
-  <td>{{ r.name }}</td><td class="muted">{{ r.description }}</td>
+  <td>{{ r.name }}</td><td class="muted what">{{ r.description }}</td>
   {% for m in page.metric_names %}
   {% set v = r.metrics.get(m) %}
   <td class="num{{ ' best' if v is not none and m not in lower_is_better and v == best[m] and s.rows | length > 1 else '' }}">{{ v | pct }}{% if r.ci95.get(m) %}<span class="ci">{{ r.ci95[m] | interval }}</span>{% endif %}</td>
@@ -266,7 +267,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 <section>
 <h2>Cost and tokens</h2>
 <div class="grid">
-  <div class="stat"><small>evaluation cost (API)</small><b>{{ s.cost.eval_usd | usd if s.usage else '$0 (no API calls)' }}</b></div>
+  <div class="stat"><small>evaluation cost</small><b>{{ '$0 (local model)' if s.provider == 'local' else s.cost.eval_usd | usd if s.usage else '$0 (no API calls)' }}</b></div>
   <div class="stat"><small>prompt / completion tokens</small><b>{{ s.cost.prompt_tokens | number }} / {{ s.cost.completion_tokens | number }}</b></div>
   {% if s.cost.training_billed_tokens is not none %}
   <div class="stat"><small>training tokens billed (estimate)</small><b>{{ s.cost.training_billed_tokens | number }}</b></div>

@@ -94,8 +94,9 @@ def cost(manifest: dict[str, Any], checks: dict[str, Any] | None) -> dict[str, A
     known = [u["estimated_usd"] for u in usage.values() if u.get("estimated_usd") is not None]
     unknown = any(u.get("estimated_usd") is None for u in usage.values())
     training = (checks or {}).get("cost") or {}
+    local = manifest["spec"]["provider"]["name"] == "local"  # the embedded model: tokens counted, nothing bought
     return {
-        "eval_usd": None if unknown or not usage else round(sum(known), 4),
+        "eval_usd": 0.0 if local else None if unknown or not usage else round(sum(known), 4),
         "prompt_tokens": sum(u.get("prompt_tokens", 0) for u in usage.values()),
         "completion_tokens": sum(u.get("completion_tokens", 0) for u in usage.values()),
         "training_billed_tokens": (checks or {}).get("billed_tokens"),
