@@ -179,6 +179,7 @@ class Trainer:
             f"{plan.steps_per_epoch} steps, batch {plan.batch_size}, lr {plan.learning_rate:g}{resumed}",
         )
         losses: list[float] = []
+        since_event: list[float] = []  # every step's loss since the last step event: the report's loss curve
         step = record["step"]
         try:
             with progress_bar(self.console) as progress:
@@ -197,6 +198,7 @@ class Trainer:
                     step += 1
                     seconds = time.perf_counter() - started
                     losses.append(float(loss.detach()))
+                    since_event.append(round(losses[-1], 4))
                     record["step"] = step
                     n_batch_tokens = sum(len(ids) for ids, _ in batch)
                     record["trained_tokens"] = record.get("trained_tokens", 0) + n_batch_tokens
@@ -207,10 +209,12 @@ class Trainer:
                             f"Step {step}/{plan.total_steps}: training loss={losses[-1]:.4f}",
                             step=step,
                             train_loss=losses[-1],
+                            step_losses=since_event,  # steps step - len + 1 … step
                             learning_rate=self._learning_rate(step - 1),
                             tokens_per_s=round(n_batch_tokens / seconds, 1),
                             step_seconds=round(seconds, 3),
                         )
+                        since_event = []
                     epoch_end = step % plan.steps_per_epoch == 0
                     if epoch_end or step % plan.local["checkpoint_every"] == 0 or step == plan.total_steps:
                         self._checkpoint(lm, optimizer, step, losses)

@@ -546,6 +546,9 @@ def test_loss_curve_reads_events_and_checkpoints_and_skips_what_is_not_a_loss():
     assert curve.train == [(10, 2.0), (20, 1.4)]
     assert curve.valid == [(20, 1.8), (30, 1.6)] and curve.checkpoint_train == [(30, 1.2)]
     assert not loss_curve([], None)
+    every_step = [{"data": {"step": 3, "train_loss": 1.0, "step_losses": [3.0, 2.0, 1.0]}},
+                  {"data": {"step": 5, "train_loss": 0.5, "step_losses": [0.7, 0.5]}}]  # fmt: skip
+    assert loss_curve(every_step, None).train == [(1, 3.0), (2, 2.0), (3, 1.0), (4, 0.7), (5, 0.5)]
 
 
 def test_a_failure_message_carries_the_difference_and_confidence_runner_gates_added():
@@ -583,3 +586,26 @@ def test_mistakes_follow_the_calibration_the_mode_used_and_never_show_a_confiden
     assert "(raw)" in raw.how
     wrong_guess = classification_mistakes(records, "m", {}, ("none", {}))  # raw scores do not give back row m
     assert wrong_guess.total == 1 and wrong_guess.shown[0].confidence is None
+
+
+@pytest.mark.model  # the tiny gemma needs the embedded model's tokenizer
+def test_the_local_trainer_reports_every_steps_loss_for_the_curve(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from runner.providers.local import LocalProvider
+    from tests.conftest import make_tiny_gemma
+
+    monkeypatch.setenv("SPECRUN_REGISTRY", str(tmp_path / "registry"))
+    chats = [[{"role": "user", "content": f"文本：{t}\n类别："}, {"role": "assistant", "content": a}]
+             for t, a in [("芯片发布", "科技"), ("股市大涨", "金融"), ("手机新品", "科技"), ("银行降息", "金融")]]  # fmt: skip
+    (tmp_path / "train.jsonl").write_text(
+        "".join(json.dumps({"messages": c}, ensure_ascii=False) + "\n" for c in chats)
+    )
+    provider = LocalProvider(str(make_tiny_gemma(tmp_path / "tiny", initializer_range=0.5)), batch_size=4)
+    settings = {"n_epochs": 6, "batch_size": 2, "learning_rate_multiplier": 10, "seed": 3}
+    job = provider.create_job(provider.upload(tmp_path / "train.jsonl"), settings)
+    provider.drive(job.id, Console(quiet=True))
+    events = [event.__dict__ for event in provider.events(job.id)]  # as finetune.py appends them to the run folder
+    curve = loss_curve(events, {"checkpoints": [c.__dict__ for c in provider.checkpoints(job.id)]})
+    assert [step for step, _ in curve.train] == list(range(1, 13))  # 6 epochs of 2 steps, every one
+    assert [step for step, _ in curve.checkpoint_train] == [2, 4, 6, 8, 10, 12]

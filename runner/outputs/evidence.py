@@ -1,7 +1,7 @@
 """What the page shows beyond the metrics, read back from the run folder: losses and mistakes.
 
 Losses: the fine-tune stage appends every job event to finetune_events.jsonl (the local trainer
-reports step and train loss every 10 steps, cloud jobs as their API does) and keeps checkpoints,
+reports every step's train loss in an event every 10 steps, cloud jobs as their API does) and keeps checkpoints,
 with train and validation loss, in finetune.json. Mistakes: predictions.jsonl holds, per eval
 example, the gold answer, each row's prediction, and the raw label scores (`<mode>_scores`) or
 answers (`<mode>_answer`) behind them.
@@ -47,6 +47,11 @@ def loss_curve(events: list[dict[str, Any]], state: dict[str, Any] | None) -> Lo
             continue  # the local trainer's checkpoint events repeat finetune.json's checkpoint means
         if point := _point(data.get("step"), data.get("train_loss")):
             train[point[0]] = point[1]
+            every = data.get("step_losses")  # the local trainer: every step's loss since its previous event
+            if isinstance(every, list) and len(every) <= point[0]:
+                for offset, loss in enumerate(reversed(every)):
+                    if found := _point(point[0] - offset, loss):
+                        train[found[0]] = found[1]
         if point := _point(data.get("step"), data.get("valid_loss")):  # OpenAI's metrics events carry it
             valid[point[0]] = point[1]
     for checkpoint in (state or {}).get("checkpoints") or []:
