@@ -130,8 +130,8 @@ def loss_plot(curve: LossCurve) -> str:
     if curve.train:  # single steps' losses are noisy (one batch each): points, under the checkpoint means
         steps, losses = zip(*curve.train, strict=True)
         axes.plot(
-            steps, losses, "o-", markersize=3, linewidth=0.8, alpha=0.55, color=COLOURS["precision"],
-            label="train loss of single steps (job events)",
+            steps, losses, "o-" if len(steps) <= 60 else "-", markersize=3, linewidth=0.8, alpha=0.55,
+            color=COLOURS["precision"], label="train loss of single steps (job events)",
         )  # fmt: skip
     if curve.checkpoint_train:
         steps, losses = zip(*curve.checkpoint_train, strict=True)
