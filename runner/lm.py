@@ -100,9 +100,7 @@ def score_answers(
     prefix_cache = None
     if shared:
         prefix_cache = decoder(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True).cache
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
+    for rows in _token_batches(prompts, shared, batch_size):
         ids, mask = _right_padded([prompts[i][shared:] for i in rows], tokenizer.pad_token_id, device)
         cache = None
         if prefix_cache is not None:
@@ -120,6 +118,22 @@ def score_answers(
         if progress:
             progress(len(rows))
     return scores
+
+
+def _token_batches(prompts: list[list[int]], shared: int, batch_size: int) -> list[list[int]]:
+    """Indices of prompts, shortest first, in batches that hold as many tokens as `batch_size` whole
+    prompts would: with the shared prefix cached, a batch takes ~3× as many TNEWS prompts for the
+    same memory and the same matrix sizes."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    budget = batch_size * max(map(len, prompts))
+    batches: list[list[int]] = []
+    for index in order:
+        width = len(prompts[index]) - shared  # the longest so far: prompts come shortest first
+        if batches and (len(batches[-1]) + 1) * width <= budget:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
 
 
 def _right_padded(sequences: list[list[int]], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
