@@ -231,3 +231,22 @@ def test_shared_prefix_length():
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]], 10) == 2
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3]], 2) == 2  # never past the limit
     assert shared_prefix_length([[7], [8]], 5) == 0
+
+
+def test_epoch_batches_cover_every_example_once_with_little_padding():
+    import math
+    import random
+
+    from runner.training import epoch_batches
+
+    lengths = [random.Random(i).randint(8, 53) for i in range(1003)]
+    batches = epoch_batches(lengths, 8, seed=5)
+    assert sorted(i for batch in batches for i in batch) == list(range(1003))
+    assert len(batches) == math.ceil(1003 / 8) and all(1 <= len(b) <= 8 for b in batches)
+    assert batches == epoch_batches(lengths, 8, seed=5) and batches != epoch_batches(lengths, 8, seed=6)
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(lengths)
+
+    plain = [list(range(s, min(s + 8, 1003))) for s in range(0, 1003, 8)]
+    assert padding(batches) < 1.15 < padding(plain)
