@@ -230,6 +230,7 @@ def _check_jsonl(
 ) -> int:
     from runner.checks import run_checks, summary_lines
     from runner.errors import InvalidInput
+    from runner.runs import make_dir
     from runner.tokens import encoding_name
 
     if overrides:
@@ -237,7 +238,7 @@ def _check_jsonl(
     if encoding_name(model) is None:
         raise InvalidInput(f"--model {model!r}: no shipped tiktoken encoding for this model")
     if out is not None:
-        _make_out(out)  # a folder that cannot be made is found before the checks run
+        make_dir(out, "--out")  # a folder that cannot be made is found before the checks run
     checks = run_checks(path, model)  # empty, non-UTF-8 or unreadable files: InvalidInput (exit 2)
     for line in summary_lines(checks):
         console.print(line, highlight=False)
@@ -246,17 +247,6 @@ def _check_jsonl(
     if as_json:
         _print_json(checks)
     return EXIT_INVALID if checks["format_errors"] else EXIT_OK
-
-
-def _make_out(out: Path) -> None:
-    from runner.errors import RuntimeFailure
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise RuntimeFailure(f"--out {out}: is a file, not a folder") from None
-    except OSError as error:
-        raise RuntimeFailure(f"--out {out}: cannot create it: {error.strerror or error}") from None
 
 
 def _write_checks(checks: dict, out: Path) -> Path:

@@ -75,8 +75,8 @@ class RunFolder:
         live process holds a folder with this identity.
         """
         parent = out_dir / name
-        _make_dir(out_dir, "--out")
-        _make_dir(parent, "--out")
+        make_dir(out_dir, "--out")
+        make_dir(parent, "--out")
         with _DirectoryLock(parent):  # one process at a time chooses (or creates) a folder here
             for folder in sorted(parent.iterdir(), reverse=True):
                 if not folder.is_dir():
@@ -233,7 +233,8 @@ def _reason(error: OSError) -> str:
     return error.strerror or str(error)
 
 
-def _make_dir(path: Path, what: str) -> None:
+def make_dir(path: Path, what: str) -> None:
+    """Create a folder the run will write to, or one line (exit 3) naming `what` and why not."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
