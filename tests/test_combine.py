@@ -159,3 +159,13 @@ def test_probe_and_ensemble_rows_with_a_local_model(tmp_path, tmp_path_factory):
     assert manifest["choices"]["probe"]["train_lines"] == 12 and manifest["choices"]["ensemble"]["mode"] == "zero_shot"
     predictions = [json.loads(line) for line in (folder / "predictions.jsonl").open()]
     assert len(predictions) == 6 and all(p["probe"] in ("news_tech", "news_finance", "news_sports") for p in predictions)
+
+
+def test_dry_run_prices_the_validation_lines_that_will_be_answered(api, tmp_path, capsys):
+    spec = scoring_project(tmp_path, api)
+    doc = _spec(spec.read_text(encoding="utf-8"))
+    doc["splits"] = {"train": {"take": "first", "n": 3}, "validation": {"take": "first", "n": 2}, "eval": {"take": "rest"}}
+    spec.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    assert main(["run", str(spec), "--out", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert "evaluating 6 examples (with 2 validation lines calibration is fitted on)" in capsys.readouterr().err
+    assert not api.completion_requests  # nothing bought
