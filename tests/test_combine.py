@@ -169,3 +169,14 @@ def test_dry_run_prices_the_validation_lines_that_will_be_answered(api, tmp_path
     assert main(["run", str(spec), "--out", str(tmp_path / "runs"), "--dry-run"]) == 0
     assert "evaluating 6 examples (with 2 validation lines calibration is fitted on)" in capsys.readouterr().err
     assert not api.completion_requests  # nothing bought
+
+
+def test_one_label_in_train_gives_the_baseline_and_probe_that_label():
+    from runner.tasks import Example
+    from runner.tasks.classification.baseline import baseline_probabilities, probe_predictions
+
+    train = [Example(str(i), f"股市{i}", "news_finance", {}) for i in range(3)]
+    other = [Example("9", "球赛", "news_sports", {})]
+    (table,) = baseline_probabilities(train, [other], ["news_sports", "news_finance"])
+    assert table.tolist() == [[0.0, 1.0]]
+    assert probe_predictions(np.zeros((3, 4)), ["news_finance"] * 3, np.ones((1, 4))) == ["news_finance"]

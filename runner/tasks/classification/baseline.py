@@ -27,11 +27,15 @@ def baseline_probabilities(train: list[Example], targets: list[list[Example]], l
 
     A label the train split never shows gets probability 0 (the ensemble clips it to 1e-9).
     """
-    model = _tfidf_model().fit([example.text for example in train], [example.gold for example in train])
-    found = list(model.classes_)
+    seen = sorted({example.gold for example in train})
+    model = None
+    if len(seen) >= 2:  # logistic regression needs two classes; otherwise the one seen gets probability 1
+        model = _tfidf_model().fit([example.text for example in train], [example.gold for example in train])
+    found = list(model.classes_) if model is not None else seen
     tables = []
     for examples in targets:
-        proba = model.predict_proba([example.text for example in examples])
+        texts = [example.text for example in examples]
+        proba = model.predict_proba(texts) if model is not None else np.ones((len(examples), 1))
         table = np.zeros((len(examples), len(labels)))
         for column, label in enumerate(labels):
             if label in found:
@@ -42,6 +46,8 @@ def baseline_probabilities(train: list[Example], targets: list[list[Example]], l
 
 def probe_predictions(train: np.ndarray, train_gold: list[str], evaluation: np.ndarray) -> list[str]:
     """A linear probe: logistic regression on the LLM's pooled hidden states (standardised)."""
+    if len(set(train_gold)) < 2:
+        return [train_gold[0]] * len(evaluation)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))
     return list(model.fit(train, train_gold).predict(evaluation))
 
