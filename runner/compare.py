@@ -79,10 +79,24 @@ def find_labelled_runs(targets: list[str]) -> dict[Path, str | None]:
     return found
 
 
+def cell_run(matrix_folder: Path, run: str) -> Path:
+    """A matrix cell's run folder. matrix.json records it as given to --out (often relative to where the
+    matrix ran), but cells always sit beside the matrix folder in runs/<name>/: look there first."""
+    recorded, beside = Path(run), matrix_folder.parent / Path(run).name
+    if recorded.is_absolute() and recorded.is_dir():
+        return recorded
+    return beside if (beside / "manifest.json").is_file() else recorded
+
+
 def _matrix_runs(folder: Path) -> dict[Path, str | None]:
     record = _read_json(folder / "matrix.json")
-    cells = [cell for cell in record.get("cells", []) if isinstance(cell, dict)]
-    runs = {Path(c["run"]): c.get("label") for c in cells if c.get("run") and c.get("status") == "succeeded"}
+    listed = record.get("cells")
+    cells = [cell for cell in listed if isinstance(cell, dict)] if isinstance(listed, list) else []
+    runs = {
+        cell_run(folder, c["run"]): None if c.get("label") is None else str(c["label"])
+        for c in cells
+        if isinstance(c.get("run"), str) and c["run"] and c.get("status") == "succeeded"
+    }
     if not runs:
         raise InvalidInput("this matrix has no finished cell yet", where=str(folder / "matrix.json"))
     return runs
@@ -106,7 +120,7 @@ def load_run(path: Path, label: str | None = None) -> RunResult:
         raise InvalidInput(f"has no metrics.json (run status: {manifest.get('status', 'unknown')})", where=str(path))
     metrics = _read_json(path / "metrics.json")
     spec = manifest.get("spec")
-    if not isinstance(spec, dict) or spec.get("task") not in TASK_TYPES:
+    if not isinstance(spec, dict) or not isinstance(spec.get("task"), str) or spec["task"] not in TASK_TYPES:
         raise InvalidInput("manifest.json has no spec with a known task type", where=str(path / "manifest.json"))
     if not all(isinstance(row, dict) for row in metrics.values()):
         raise InvalidInput("metrics.json is not {row: {metric: value}}", where=str(path / "metrics.json"))
@@ -139,14 +153,28 @@ def _flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: doc}
 
 
+def _percent(value: Any) -> float | None:
+    """100 × a metric value, or None for anything that is not a finite number (bools, NaN, 1e308, 10**400)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        percent = 100 * float(value)
+    except OverflowError:
+        return None
+    return percent if math.isfinite(percent) else None
+
+
 def _with_interval(found: dict[str, Any], metric: str) -> str:
-    value = found.get(metric)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+    value = _percent(found.get(metric))
+    if value is None:
         return MISSING
-    text = f"{100 * value:.1f}%"
-    interval = (found.get("ci95") or {}).get(metric)
-    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(isinstance(x, (int, float)) for x in interval):
-        text += f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+    text = f"{value:.1f}%"
+    intervals = found.get("ci95")
+    interval = intervals.get(metric) if isinstance(intervals, dict) else None
+    if isinstance(interval, (list, tuple)) and len(interval) == 2:
+        low, high = map(_percent, interval)
+        if low is not None and high is not None:
+            text += f" [{low:.1f}, {high:.1f}]"
     return text
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from runner import stats
+from runner.compare import cell_run
 from runner.errors import InvalidInput
 from runner.spec import Gate, Spec
 from runner.tasks import Example, Task
@@ -137,17 +138,17 @@ def _matrix_cell(path: Path, spec: Spec) -> AgainstRun:
     """The cell of an earlier matrix whose values this spec has (a cell compared with the same cell)."""
     try:
         cells = json.loads((path / MATRIX_FILE).read_text(encoding="utf-8"))["cells"]
-        done = [c for c in cells if c.get("status") == "succeeded" and c.get("run")]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        done = [c for c in cells if c.get("status") == "succeeded" and isinstance(c.get("run"), str) and c["run"]]
+        same = [c for c in done if all(_dotted(spec.doc, k) == v for k, v in (c.get("values") or {}).items())]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise InvalidInput(f"--against {path / MATRIX_FILE}: cannot read its cells") from None
-    same = [c for c in done if all(_dotted(spec.doc, k) == v for k, v in (c.get("values") or {}).items())]
     if len(same) != 1 and len(done) != 1:
         raise InvalidInput(
             f"--against {path}: a matrix of {len(done)} finished cells and {len(same)} with this spec's values; "
             "name one cell's run folder (matrix.json lists them)"
         )
     cell = (same or done)[0]
-    run = _read_run(Path(cell["run"]), "")
+    run = _read_run(cell_run(path, cell["run"]), "")  # recorded relative to where the matrix ran
     run.chosen = f"matrix cell {cell.get('label', '?')}"
     return run
 
@@ -165,7 +166,7 @@ def _read_run(path: Path, chosen: str) -> AgainstRun:
     for name in RUN_FILES:
         try:
             document = json.loads((path / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, RecursionError) as error:
             raise InvalidInput(f"--against {path / name}: cannot read it ({type(error).__name__})") from None
         if not isinstance(document, dict):
             raise InvalidInput(f"--against {path / name}: expected a JSON object")

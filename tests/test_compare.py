@@ -162,3 +162,48 @@ def test_a_matrix_folder_stands_for_its_finished_cells_labelled_by_cell(runs, ca
     (folder / "matrix.json").write_text(json.dumps({"cells": cells[2:]}), encoding="utf-8")
     assert main(["compare", str(folder)]) == 2
     assert "this matrix has no finished cell yet" in capsys.readouterr().err
+
+
+def test_a_matrix_folder_compared_from_another_directory_finds_its_cells(runs, capsys, monkeypatch, tmp_path):
+    """matrix.json records cells as `runs/<name>/<id>` relative to where the matrix ran; compare and
+    --against read them beside the matrix folder, from any working directory."""
+    first, second = sorted((runs / "tnews").iterdir())
+    folder = runs / "tnews" / "matrix-abc"
+    folder.mkdir()
+    cells = [
+        {"label": "a", "status": "succeeded", "run": f"runs/tnews/{first.name}"},
+        {"label": 7, "status": "succeeded", "run": f"runs/tnews/{second.name}"},  # a label that is not a string
+        {"label": "c", "status": "succeeded", "run": 12},  # not a path: skipped
+    ]
+    (folder / "matrix.json").write_text(json.dumps({"cells": cells}), encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["compare", str(folder), "--format", "html"]) == 0
+    text = capsys.readouterr().out
+    assert "<td>a</td><td>zero_shot</td>" in text and "<td>7</td><td>baseline</td>" in text
+    (folder / "matrix.json").write_text(json.dumps({"cells": {"not": "a list"}}), encoding="utf-8")
+    assert main(["compare", str(folder)]) == 2
+    assert "no finished cell" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "manifest_spec, metrics, message",
+    [
+        ({"task": ["classification"]}, {"zero_shot": row(0.5)}, "no spec with a known task type"),
+        ({}, {"zero_shot": {**row(0.5), "ci95": [0.1, 0.2]}}, None),  # ci95 not a mapping: no interval
+        ({}, {"zero_shot": {**row(0.5), "ci95": {"accuracy": [float("nan"), True]}}}, None),
+        ({}, {"<script>x</script></td>": {"accuracy": 1e308, "macro_f1": True, "invalid_rate": 10**400}}, None),
+    ],
+)
+def test_odd_manifest_and_metrics_values_are_exit_2_or_shown_blank_never_a_traceback(
+    tmp_path, capsys, manifest_spec, metrics, message
+):
+    run = make_run(tmp_path, "tnews", "20260101T000000Z", spec=manifest_spec, metrics=metrics)
+    code = main(["compare", str(run), "--format", "html"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    if message:
+        assert code == 2 and message in err
+    else:
+        assert code == 0 and "nan" not in out and "inf" not in out and "<script>" not in out

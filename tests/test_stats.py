@@ -446,3 +446,24 @@ def test_against_with_a_matrix_spec_is_refused_not_ignored(tmp_path, capsys):
     spec = write_project(tmp_path, {"matrix": {"evaluation.calibration": ["none", "mean"]}})
     err = cli_error(capsys, ["run", str(spec), "--against", str(tmp_path), "--out", str(tmp_path / "runs")])
     assert "--against takes one spec's run, not a matrix" in err
+
+
+def test_against_a_matrix_folder_from_another_directory_reads_its_relative_cell_paths(
+    tmp_path, accepted, capsys, monkeypatch
+):
+    """A matrix run with the default --out records `runs/tiny/<id>`, relative to where it ran."""
+    cell = tmp_path / "elsewhere" / "runs" / "tiny" / accepted.name
+    shutil.copytree(accepted, cell)
+    matrix = cell.parent / "matrix-abc"
+    matrix.mkdir()
+    cells = [{"label": "calibration=none", "values": {"evaluation.calibration": "none"}, "status": "succeeded",
+              "run": f"runs/tiny/{accepted.name}"}]  # fmt: skip
+    (matrix / "matrix.json").write_text(json.dumps({"cells": cells}))
+    spec = project(tmp_path / "b", ["accuracy >= against.accuracy"])
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(spec), "--against", str(matrix), "--out", str(tmp_path / "out")]) == 0
+    assert "matrix cell calibration=none" in capsys.readouterr().err
+    cells[0]["values"] = ["not", "a", "mapping"]
+    (matrix / "matrix.json").write_text(json.dumps({"cells": cells}))
+    err = cli_error(capsys, ["run", str(spec), "--against", str(matrix), "--out", str(tmp_path / "out2")])
+    assert "cannot read its cells" in err
