@@ -108,7 +108,10 @@ def read_matrix(path: Path, overrides: list[str] | None = None) -> Matrix | None
             raise InvalidInput(f"{key} cannot vary by cell", where=where[key])
         if not isinstance(values, list) or not values:
             raise InvalidInput("give a non-empty list of values", where=where[key])
-        seen = [json.dumps(v, sort_keys=True) for v in values]
+        try:  # YAML dates and !!binary are not JSON: labels, hashes and matrix.json could not carry them
+            seen = [json.dumps(v, sort_keys=True) for v in values]
+        except (TypeError, ValueError) as error:
+            raise InvalidInput(f"every value must be a JSON value ({error}); quote dates", where=where[key]) from None
         duplicate = next((v for v, s in zip(values, seen, strict=True) if seen.count(s) > 1), None)
         if len(set(seen)) != len(seen):
             raise InvalidInput(f"value {value_text(duplicate)} is listed twice", where=where[key])

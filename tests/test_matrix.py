@@ -117,6 +117,17 @@ def test_matrix_errors_name_the_key_its_line_and_the_cell(tmp_path, capsys, matr
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("value", ["2024-01-01", "!!binary aGVsbG8=", "{1: a, b: c}"])
+def test_a_matrix_value_json_cannot_hold_is_exit_2_not_a_traceback(tmp_path, capsys, value):
+    spec = matrix_project(tmp_path, {})
+    text = spec.read_text(encoding="utf-8").replace("matrix: {}", f"matrix:\n  prompt.system: [{value}, x]")
+    spec.write_text(text, encoding="utf-8")
+    for command in (["validate", str(spec)], ["run", str(spec), "--dry-run", "--out", str(tmp_path / "runs")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "matrix.prompt.system: every value must be a JSON value" in err and "Traceback" not in err
+
+
 def test_too_many_cells_is_an_error(tmp_path):
     spec = matrix_project(tmp_path, {"few_shot.k": list(range(1, 9)), "few_shot.seed": list(range(9))})
     with pytest.raises(InvalidInput, match=f"72 cells; a matrix may have at most {MAX_CELLS}"):
