@@ -153,6 +153,10 @@ def make_splits(spec: Spec, task: Task | None = None, limit: int | None = None) 
         chosen[name] = picked
     task.check_read(spec.where)
     evaluation = chosen["eval"][:limit] if limit is not None else chosen["eval"]
+    validation = chosen.get("validation", [])
+    if "validation" in chosen and not validation:
+        raise InvalidInput("splits.validation holds no examples; give it some or leave it out", where=spec.where("splits", "validation"))
+    validation = validation[:limit] if limit is not None else validation  # --limit is a smoke run: no 300-line fits
     if not chosen["train"] or not evaluation:
         raise InvalidInput(
             f"splits leave {len(chosen['train'])} train and {len(evaluation)} eval examples; both need at least one",
@@ -163,7 +167,7 @@ def make_splits(spec: Spec, task: Task | None = None, limit: int | None = None) 
         eval=evaluation,
         n_rows=n_rows,
         n_excluded=n_excluded,
-        validation=chosen.get("validation", []),
+        validation=validation,
         labelled=labelled,
     )
 

@@ -210,13 +210,14 @@ def _manifest(spec: Spec, run: RunFolder, identity: dict, splits: Splits, limit:
 def _print_estimate(spec: Spec, splits: Splits, prompts: PromptBuilder, console: Console) -> dict[str, Any]:
     """Print and return the estimate (a matrix totals its cells')."""
     provider = spec.provider
-    if provider["name"] == "local":
-        console.print(
-            f"dry run: nothing spent; the local model would evaluate {len(splits.eval)} examples (no API cost)"
-        )
-        return {"examples": len(splits.eval), "prompt_tokens": None, "max_completion_tokens": None, "usd": 0.0}
     validation = splits.validation if prompts.task.wants_validation_outputs() else []  # answered too, to fit on
     examples = splits.eval + validation
+    including = f" (with {len(validation)} validation lines calibration is fitted on)" if validation else ""
+    if provider["name"] == "local":
+        console.print(
+            f"dry run: nothing spent; the local model would evaluate {len(examples)} examples{including} (no API cost)"
+        )
+        return {"examples": len(examples), "prompt_tokens": None, "max_completion_tokens": None, "usd": 0.0}
     conversations = [prompts.messages(example) for example in examples]
     max_tokens = provider["params"]["max_tokens"]
     if spec.evaluation["method"] == "score":
@@ -229,7 +230,6 @@ def _print_estimate(spec: Spec, splits: Splits, prompts: PromptBuilder, console:
             ]
     estimate = inference_estimate(conversations, provider["model"], max_tokens)
     cost = f"≈ ${estimate['usd']:.4f}" if estimate["usd"] is not None else "cost unknown (no price for this model)"
-    including = f" (with {len(validation)} validation lines calibration is fitted on)" if validation else ""
     console.print(
         f"dry run: nothing spent; evaluating {len(examples)} examples{including} on {provider['model']} would send "
         f"{estimate['prompt_tokens']} prompt tokens and at most {estimate['max_completion_tokens']} completion tokens: {cost}"

@@ -30,7 +30,7 @@ def row_description(row: str, manifest: dict[str, Any], task: Task) -> str:
     how = evaluation["method"]
     if evaluation["method"] == "score":
         calibration = (choices.get(row, {}).get("calibration") or {}).get("chosen", evaluation["calibration"])
-        how += " · raw" if row.endswith("_uncalibrated") else f" · {calibration}-calibrated"
+        how += " · raw" if row.endswith("_uncalibrated") or calibration == "none" else f" · {calibration}-calibrated"
     elif evaluation.get("constrained") and manifest["spec"]["provider"]["name"] == "local":
         how += " · constrained"
     return f"{model} · {how}"

@@ -38,11 +38,31 @@ def test_fit_bias_recovers_a_planted_offset():
 
 def test_auto_picks_bias_for_a_skewed_model_and_the_simplest_for_a_calibrated_one():
     skewed, gold = synthetic(2000, np.array([4.0, 0.0, 0.0, 0.0]))
-    chosen, found = choose_calibration(skewed, gold)
-    assert chosen.method == "bias" and found["bias"] > found["none"] + 0.1
+    chosen, found, why = choose_calibration(skewed, gold)
+    assert chosen.method == "bias" and found["bias"] > found["none"] + 0.1 and why is None
     fair = np.eye(4)[gold] * 5.0  # already perfect: nothing to gain, so the simplest candidate
-    chosen, found = choose_calibration(fair, gold)
+    chosen, found, _ = choose_calibration(fair, gold)
     assert chosen.method == "none" and found == {"none": 1.0, "mean": 1.0, "bias": 1.0}
+
+
+def test_a_bias_is_not_fitted_on_too_few_lines_and_is_judged_on_held_out_folds():
+    skewed, gold = synthetic(7, np.array([4.0, 0.0, 0.0, 0.0]))  # 7 lines < 2 per label × 4
+    chosen, found, why = choose_calibration(skewed, gold)
+    assert chosen.method in ("none", "mean") and "bias" not in found and "too few to fit a bias" in why
+    chosen, found, why = choose_calibration(skewed, gold, ("bias",))  # asked for bias explicitly: mean instead
+    assert chosen.method == "mean" and why
+    # one validation line per label would make an in-sample bias look perfect; held-out folds do not
+    noise = np.random.default_rng(3).normal(0, 1, (40, 4))
+    labels = np.arange(40) % 4
+    _, found, _ = choose_calibration(noise, labels)
+    assert found["bias"] < 0.6
+
+
+def test_a_bias_calibration_needs_its_values():
+    with pytest.raises(ValueError):
+        Calibration("bias")
+    with pytest.raises(ValueError):
+        Calibration("auto")
 
 
 def test_calibrations_apply_as_documented():
@@ -60,7 +80,7 @@ def test_ensemble_weight_follows_the_better_source():
     to_proba = lambda s: np.exp(s) / np.exp(s).sum(1, keepdims=True)  # noqa: E731
     llm_good, _ = choose_weight(good, to_proba(noise), gold)
     llm_bad, _ = choose_weight(noise, to_proba(good), gold)
-    assert llm_good > 0.5 > llm_bad
+    assert llm_good > 0.5 > llm_bad >= 0.05  # the row always uses the LLM
     assert (ensemble_scores(good, to_proba(noise), 1.0).argmax(1) == good.argmax(1)).all()  # w = 1: the LLM alone
 
 
@@ -158,13 +178,19 @@ def test_probe_and_ensemble_rows_with_a_local_model(tmp_path, tmp_path_factory):
     assert {"zero_shot", "ensemble", "probe", "baseline"} <= set(metrics)
     assert manifest["choices"]["probe"]["train_lines"] == 12 and manifest["choices"]["ensemble"]["mode"] == "zero_shot"
     predictions = [json.loads(line) for line in (folder / "predictions.jsonl").open()]
-    assert len(predictions) == 6 and all(p["probe"] in ("news_tech", "news_finance", "news_sports") for p in predictions)
+    assert len(predictions) == 6 and all(
+        p["probe"] in ("news_tech", "news_finance", "news_sports") for p in predictions
+    )
 
 
 def test_dry_run_prices_the_validation_lines_that_will_be_answered(api, tmp_path, capsys):
     spec = scoring_project(tmp_path, api)
     doc = _spec(spec.read_text(encoding="utf-8"))
-    doc["splits"] = {"train": {"take": "first", "n": 3}, "validation": {"take": "first", "n": 2}, "eval": {"take": "rest"}}
+    doc["splits"] = {
+        "train": {"take": "first", "n": 3},
+        "validation": {"take": "first", "n": 2},
+        "eval": {"take": "rest"},
+    }
     spec.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
     assert main(["run", str(spec), "--out", str(tmp_path / "runs"), "--dry-run"]) == 0
     assert "evaluating 6 examples (with 2 validation lines calibration is fitted on)" in capsys.readouterr().err
@@ -180,3 +206,59 @@ def test_one_label_in_train_gives_the_baseline_and_probe_that_label():
     (table,) = baseline_probabilities(train, [other], ["news_sports", "news_finance"])
     assert table.tolist() == [[0.0, 1.0]]
     assert probe_predictions(np.zeros((3, 4)), ["news_finance"] * 3, np.ones((1, 4))) == ["news_finance"]
+
+
+def test_explicit_bias_calibration_end_to_end(api, tmp_path):
+    spec = scoring_project(tmp_path, api)
+    doc = _spec(spec.read_text(encoding="utf-8"))
+    doc["splits"] = {
+        "train": {"take": "first", "n": 3},
+        "validation": {"take": "first", "n": 6},
+        "eval": {"take": "rest"},
+    }
+    doc["evaluation"]["calibration"] = "bias"
+    doc.pop("name")
+    spec = write_project(tmp_path, doc, rows=rows(4))
+    assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == 0
+    chosen = read(newest(tmp_path / "runs"), "manifest.json")["choices"]["zero_shot"]["calibration"]
+    assert chosen["chosen"] == "bias" and len(chosen["bias"]) == 3 and set(chosen["validation_accuracy"]) == {"bias"}
+
+
+def test_an_empty_validation_split_is_an_input_error(tmp_path, capsys):
+    splits = {
+        "train": {"take": "first", "n": 9},  # every labelled row of data.jsonl
+        "validation": {"take": "rest"},  # nothing left
+        "eval": {"path": "eval.jsonl", "take": "first", "n": 2},
+    }
+    spec = write_project(tmp_path, {"splits": splits})
+    (tmp_path / "eval.jsonl").write_text((tmp_path / "data.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
+    assert main(["validate", str(spec)]) == 2
+    assert "splits.validation holds no examples" in capsys.readouterr().err
+
+
+def test_limit_caps_the_validation_split_too(tmp_path):
+    from runner.data import make_splits
+    from runner.spec import load_spec
+
+    spec = load_spec(
+        write_project(
+            tmp_path,
+            {
+                "splits": {
+                    "train": {"take": "first", "n": 2},
+                    "validation": {"take": "first", "n": 4},
+                    "eval": {"take": "rest"},
+                }
+            },
+        )
+    )
+    splits = make_splits(spec, limit=1)
+    assert (len(splits.eval), len(splits.validation)) == (1, 1)
+
+
+def test_extraction_refuses_the_classification_rows(tmp_path, capsys):
+    from tests.test_extraction import write_ner_project
+
+    spec = write_ner_project(tmp_path, {"evaluation.probe": True})
+    assert main(["validate", str(spec)]) == 2
+    assert "evaluation.probe is a classification row" in capsys.readouterr().err

@@ -139,21 +139,24 @@ class ClassificationTask(Task):
         choices: dict[str, Any] = {}
         if "scores" in outputs[examples[0].id]:
             scores = score_matrix(examples, outputs)
-            calibration = Calibration(self.calibration)
-            if self.calibration in ("auto", "bias") and validation:
-                calibration, found = choose_calibration(
-                    score_matrix(*validation),
-                    self.gold_indices(validation[0]),
-                    ("none", "mean", "bias") if self.calibration == "auto" else ("bias",),
-                )
-                choices["calibration"] = {"chosen": calibration.method, "validation_accuracy": found}
-                if calibration.bias:
-                    choices["calibration"]["bias"] = dict(
-                        zip(labels, np.round(calibration.bias, 4).tolist(), strict=True)
+            if self.calibration in ("auto", "bias"):
+                if not validation:  # auto without a validation split: mean, the default for a base model
+                    calibration = Calibration("mean")
+                    choices["calibration"] = {"chosen": "mean", "why": "no validation split to choose on"}
+                else:
+                    among = ("none", "mean", "bias") if self.calibration == "auto" else ("bias",)
+                    calibration, found, why = choose_calibration(
+                        score_matrix(*validation), self.gold_indices(validation[0]), among
                     )
-            elif self.calibration == "auto":
-                calibration = Calibration("mean")  # no validation split to choose on: the default for a base model
-                choices["calibration"] = {"chosen": "mean", "why": "no validation split to choose on"}
+                    choices["calibration"] = {"chosen": calibration.method, "validation_accuracy": found}
+                    if why:
+                        choices["calibration"]["why"] = why
+                    if calibration.bias:
+                        choices["calibration"]["bias"] = dict(
+                            zip(labels, np.round(calibration.bias, 4).tolist(), strict=True)
+                        )
+            else:
+                calibration = Calibration(self.calibration)
             self.chosen_calibration[mode] = calibration
             if self.calibration == "none":
                 rows[mode] = [labels[i] for i in scores.argmax(axis=1)]
@@ -170,7 +173,9 @@ class ClassificationTask(Task):
 
     def wants_validation_outputs(self) -> bool:
         evaluation = self.doc["evaluation"]
-        return evaluation["method"] == "score" and (evaluation["calibration"] == "auto" or evaluation["ensemble"])
+        return evaluation["method"] == "score" and (
+            evaluation["calibration"] in ("auto", "bias") or evaluation["ensemble"]
+        )
 
     def gold_indices(self, examples: list[Example]) -> np.ndarray:
         labels = list(self.labels)

@@ -62,6 +62,10 @@ class ExtractionTask(Task):
         if evaluation["calibration"] != "none":
             raise InvalidInput("calibration applies to label scores; extraction has none",
                                where=where("evaluation", "calibration"))  # fmt: skip
+        for key in ("ensemble", "probe"):
+            if evaluation[key]:
+                raise InvalidInput(f"evaluation.{key} is a classification row; extraction has none",
+                                   where=where("evaluation", key))  # fmt: skip
         for key_path, fmt in [(("data",), doc["data"].get("format"))] + [
             (("splits", name), split.get("format")) for name, split in doc["splits"].items()
         ]:
