@@ -273,6 +273,19 @@ def test_a_failed_run_gets_a_summary_a_page_and_an_error_case(tmp_path):
     assert "Why the run stopped" in page and HOSTILE not in page and "&lt;script&gt;" in page
 
 
+def test_junit_stays_well_formed_with_characters_xml_cannot_hold(tmp_path):
+    """A gate the parser accepts may end in a vertical tab; an error may quote a server's control bytes."""
+    spec = _spec("classification", labels=LABELS)
+    spec["evaluation"]["gates"] = ["accuracy >= 0.4\x0b"]
+    manifest = _manifest(spec, status="failed")
+    manifest["error"] = "provider answered 500: \x00\x1b[31mboom\x07 \ufffe ]]>"
+    run = RunFolder(tmp_path / "run")
+    write_outputs(run, manifest, {}, [], None, make_task(spec), say=pytest.fail)
+    cases = ET.parse(run.file("junit.xml")).getroot().find("testsuite").findall("testcase")
+    assert cases[0].find("error").text == "provider answered 500: \\x00\\x1b[31mboom\\x07 \ufffd ]]>"
+    assert cases[1].get("name") == "accuracy >= 0.4\\x0b"
+
+
 def test_junit_has_one_case_per_gate_and_failures_carry_the_numbers(tmp_path):
     run, _, metrics, gates = extraction_run(tmp_path / "run")
     root = ET.parse(run.file("junit.xml")).getroot()

@@ -11,10 +11,19 @@ Built from summary.json's dict. The cases:
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
 from runner.outputs.summary import gate_detail
+
+# Characters XML 1.0 cannot hold, even escaped; ElementTree writes them raw (a gate may end in a vertical
+# tab, an error may quote a server's bytes), which leaves a file no CI parser reads.
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_safe(text: str) -> str:
+    return NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else "\ufffd", text)
 
 
 def _number(value: Any) -> str:
@@ -68,4 +77,4 @@ def render_junit(summary: dict[str, Any]) -> str:
     for key, value in counts.items():
         root.set(key, str(value))
     ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + _xml_safe(ET.tostring(root, encoding="unicode")) + "\n"
