@@ -144,8 +144,10 @@ def _guess_extraction(path: Path, rows: list[dict], fmt: str, text_field: str | 
 def _guess_classification(
     path: Path, rows: list[dict], container: str, text_field: str | None, label_field: str | None
 ) -> Guess:
-    fields = list(dict.fromkeys(key for row in rows for key in row))
+    fields = [key for key in dict.fromkeys(key for row in rows for key in row) if key != ""]  # a blank header cell
     for given, flag in ((text_field, "--text-field"), (label_field, "--label-field")):
+        if given == "":
+            raise InvalidInput(f"{flag} '': a spec cannot name a field without a name; rename it in the data")
         if given is not None and given not in fields:
             raise InvalidInput(f"{flag} {given!r}: no such field (fields: {', '.join(fields)})", where=str(path))
     label_field = label_field or _guess_label_field(path, rows, fields, exclude=text_field)
@@ -249,9 +251,19 @@ def _schema_defaults(*key_path: str) -> str:
 
 
 def _scalar(value: str) -> str:
-    """A YAML scalar that reads back as this exact string (quoted when bare YAML would read a number, a bool…)."""
+    """A YAML scalar that reads back as this exact string (quoted when bare YAML would read a number, a bool…).
+    Quoted by YAML itself, not JSON: YAML reads U+2028, U+0085 as line breaks and refuses U+007F or U+FFFF
+    unescaped, which JSON leaves raw; it escapes them. One line, so it is also safe inside a comment."""
     bare = re.fullmatch(r"[^\W\d][\w./-]*", value) is not None
-    return value if bare and yaml.safe_load(value) == value else json.dumps(value, ensure_ascii=False)
+    if bare and yaml.safe_load(value) == value:
+        return value
+    return yaml.safe_dump(value, default_style='"', allow_unicode=True, width=float("inf")).rstrip("\n")
+
+
+def _key(value: str) -> str:
+    """A mapping key: YAML's implicit keys stop at 1024 characters, so a longer one is written explicit (`? key`)."""
+    text = _scalar(value)
+    return text if len(text) < 1000 else f"? {text}\n  "
 
 
 def _answer_words(labels: list[str]) -> dict[str, str]:
@@ -271,7 +283,7 @@ def render_spec(guess: Guess, name: str, data_path: str, template: str) -> str:
     eval_n = max(1, min(EVAL_N, n - train_n))
     classification = guess.task == "classification"
     lines = [
-        f"# {name}: written by `specrun init {guess.path.name}`. Check every guess below, then:",
+        f"# {name}: written by `specrun init {_scalar(guess.path.name)}`. Check every guess below, then:",
         f"#   specrun validate {name}.yaml        (reads the data, renders every prompt; loads no model)",
         f"#   specrun run {name}.yaml --limit 20  (a first look; drop --limit for the whole eval split)",
         "# Every key and default is documented in specrun's schemas/spec.schema.json.",
@@ -297,7 +309,7 @@ def render_spec(guess: Guess, name: str, data_path: str, template: str) -> str:
             f"# {len(guess.counts)} labels found (rows each); give numeric or cryptic labels real words.",
             "labels:",
         ]
-        lines += [f"  {_scalar(label)}: {_scalar(words[label])}   # {count}" for label, count in guess.counts.most_common()]
+        lines += [f"  {_key(label)}: {_scalar(words[label])}   # {count}" for label, count in guess.counts.most_common()]
     else:
         lines += [
             "",
@@ -306,7 +318,7 @@ def render_spec(guess: Guess, name: str, data_path: str, template: str) -> str:
             f"# {len(guess.counts)} entity types found (mentions each).",
             "entities:",
         ]
-        lines += [f"  {_scalar(t)}: {_scalar(t)}   # {count}" for t, count in guess.counts.most_common()]
+        lines += [f"  {_key(t)}: {_scalar(t)}   # {count}" for t, count in guess.counts.most_common()]
     lines += [
         "",
         "# splits: train is taken first, then eval from what is left (never overlapping).",

@@ -156,3 +156,26 @@ def test_an_out_that_is_a_file_is_exit_3_and_a_bad_name_exit_2(tmp_path, capsys)
     assert f"--out {blocker}: cannot write the spec there" in capsys.readouterr().err
     assert init(data, "--out", tmp_path, "--name", "my spec") == 2
     assert "--name 'my spec'" in capsys.readouterr().err
+
+
+def test_labels_and_file_names_yaml_reads_as_line_breaks_or_refuses_still_validate(tmp_path, capsys):
+    """JSON quoting left U+2028, U+0085, U+007F and U+FFFF raw (YAML breaks a line at the first two, refuses
+    the others), a file name's newline ended the header comment, and a key over 1024 characters cannot be an
+    implicit YAML key: each was a traceback from init's own read-back."""
+    odd = ["tech\u2028evil: 1", "sports\x85", "finance\x7f", "<script>\uffff</td>\u202e", "a: b # c", "f" * 1500]
+    rows = [{"text": f"第{i}条新闻的标题文字", "label": odd[i % len(odd)]} for i in range(60)]
+    data = tmp_path / "odd\nname: x.jsonl"
+    data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    assert init(data, "--out", tmp_path / "specs", "--name", "odd") == 0
+    spec = yaml.safe_load((tmp_path / "specs" / "odd.yaml").read_text(encoding="utf-8"))
+    assert set(spec["labels"]) == set(odd) and spec["name"] == "odd"
+    assert main(["validate", str(tmp_path / "specs" / "odd.yaml")]) == 0
+
+
+def test_a_blank_header_cell_is_never_a_field_of_the_spec(tmp_path, capsys):
+    data = tmp_path / "blank.csv"
+    data.write_text(",label\n" + "".join(f"some text {i},{'ab'[i % 2]}\n" for i in range(20)), encoding="utf-8")
+    assert init(data, "--out", tmp_path) == 2
+    assert "cannot guess the text field" in capsys.readouterr().err
+    assert init(data, "--out", tmp_path, "--text-field", "") == 2
+    assert "--text-field '': a spec cannot name a field without a name" in capsys.readouterr().err
