@@ -13,6 +13,7 @@ pairs it with this run when both cover the same eval examples with the same gold
 from __future__ import annotations
 
 import json
+import math
 import operator
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,16 @@ def load_against(path: Path | None, spec: Spec) -> AgainstRun | None:
         value = run.metrics[row].get(metric) if isinstance(run.metrics[row], dict) else None
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise InvalidInput(f"--against {run.path}: gate {text!r} needs {row}.{metric}, which that run lacks")
+        if not _finite(value):  # NaN would fail the gate with a NaN difference; 10**400 overflows float()
+            raise InvalidInput(f"--against {run.path}: gate {text!r} needs {row}.{metric}; that run has {value!r:.40}")
     return run
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _find_run(path: Path, spec: Spec) -> AgainstRun:

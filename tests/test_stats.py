@@ -392,6 +392,10 @@ def accepted(tmp_path, keyword_model):
          "needs zero_shot.accuracy"),
         ("accuracy >= against.accuracy", lambda f: [p.unlink() for p in f.iterdir() if p.suffix == ".json"],
          "no run folder"),
+        ("accuracy >= against.accuracy", lambda f: _edit(f / "metrics.json", ("zero_shot", "accuracy"), float("nan")),
+         "needs zero_shot.accuracy; that run has nan"),
+        ("accuracy >= against.accuracy", lambda f: _edit(f / "metrics.json", ("zero_shot", "accuracy"), 10**400),
+         "needs zero_shot.accuracy; that run has 1000"),
     ],
 )  # fmt: skip
 def test_bad_against_folders_are_exit_2_in_one_line(tmp_path, accepted, capsys, gate, damage, message):
