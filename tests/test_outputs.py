@@ -346,6 +346,17 @@ def assert_self_contained(page: str) -> None:
     assert outbound == []
 
 
+def test_labels_with_dollar_signs_are_drawn_as_written_not_as_mathtext():
+    """matplotlib reads $…$ as TeX: an unknown command lost the whole confusion heatmap, and $x$ drew an italic x."""
+    from runner.outputs.plots import confusion_heatmap, score_bars
+
+    labels = ["$\\undefined{x}$", "$a$b$", "50$"]
+    svg = confusion_heatmap({"labels": labels, "matrix": [[2, 0, 1], [0, 3, 0], [1, 0, 2]]}, "zero_shot")
+    assert all(label in svg for label in labels)
+    bars = score_bars({label: {"precision": 0.5, "recall": 0.5, "f1": 0.5} for label in labels}, "zero_shot", "class")
+    assert "$\\undefined{x}$" in bars
+
+
 def test_a_plotting_failure_degrades_to_a_note(tmp_path, monkeypatch):
     def broken(*args):
         raise RuntimeError("no plotting today")

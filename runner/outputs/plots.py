@@ -26,6 +26,7 @@ STYLE = {
     "svg.hashsalt": "specrun",  # stable ids: the same run renders the same file
     "font.family": "DejaVu Sans",
     "font.size": 9,
+    "text.parse_math": False,  # a label is data: "$x$" is drawn as written, "$\\undefined$" no longer loses the figure
     "axes.spines.top": False,
     "axes.spines.right": False,
 }
