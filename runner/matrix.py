@@ -210,10 +210,20 @@ def finished_run(out_dir: Path, name: str, identity: dict[str, Any]) -> Path | N
     """The newest succeeded run folder with this identity (and its metrics, when it evaluated)."""
     for folder, manifest in runs_of(out_dir, name, identity):
         if manifest.get("status") == "succeeded" and (
-            "eval" not in identity["stages"] or (folder / "metrics.json").is_file()
+            "eval" not in identity["stages"] or _metrics(folder) is not None
         ):
             return folder
     return None
+
+
+def _metrics(folder: Path) -> dict[str, Any] | None:
+    """metrics.json as {row: {metric: value}}, or None when it is missing or damaged (the cell runs again)."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    ok = isinstance(metrics, dict) and all(isinstance(row, dict) for row in metrics.values())
+    return metrics if ok else None
 
 
 def run_matrix(
@@ -270,8 +280,10 @@ def _run_cell(
     if done is not None:
         manifest = json.loads((done / "manifest.json").read_text(encoding="utf-8"))
         gates = manifest.get("gates")
-        if gates is None and "eval" in stages:  # a run from before manifests kept gates: point values again
-            gates = check_gates(spec, json.loads((done / "metrics.json").read_text(encoding="utf-8")))
+        if not (isinstance(gates, list) and all(isinstance(g, dict) and "passed" in g for g in gates)):
+            gates = None  # a run from before manifests kept gates, or a damaged list: point values again
+        if gates is None and "eval" in stages:
+            gates = check_gates(spec, _metrics(done) or {})
         gates = gates or []
         passed = all(g["passed"] for g in gates)
         console.print(f"finished earlier: {done} (not run again); gates {'pass' if passed else '[red]FAIL[/]'}")

@@ -203,6 +203,24 @@ def test_finished_cells_are_not_run_again_and_new_values_run_only_their_cells(ap
     assert "finished earlier" in capsys.readouterr().err
 
 
+def test_a_finished_cell_with_damaged_metrics_runs_again_and_damaged_gates_are_recomputed(api, tmp_path, capsys):
+    spec = remote_project(tmp_path, api, matrix={"provider.params.temperature": [0, 1]},
+                          **{"evaluation.gates": ["accuracy >= 0.5"]})  # fmt: skip
+    out = tmp_path / "runs"
+    assert main(["run", str(spec), "--out", str(out)]) == 0
+    first, second = run_folders(out)
+    (first / "metrics.json").write_text("{broken", encoding="utf-8")  # was exit 2 from the comparison, after every cell
+    manifest = json.loads((second / "manifest.json").read_text(encoding="utf-8"))
+    (second / "manifest.json").write_text(json.dumps({**manifest, "gates": "x"}), encoding="utf-8")  # was a TypeError
+    capsys.readouterr()
+    assert main(["run", str(spec), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"finished earlier: {second}" in err and "Traceback" not in err
+    cells = matrix_record(out)["cells"]
+    assert cells[0]["run"] not in (str(first), str(second)) and cells[1]["run"] == str(second)
+    assert cells[1]["gates"][0]["gate"] == "accuracy >= 0.5" and cells[1]["gates"][0]["passed"]
+
+
 def test_dry_run_prints_each_cell_and_the_total(api, tmp_path, capsys):
     spec = remote_project(tmp_path, api, matrix={"splits.train.n": [3, 6]})
     assert main(["run", str(spec), "--out", str(tmp_path / "runs"), "--dry-run"]) == 0
