@@ -195,8 +195,6 @@ def _matrix(matrix: Matrix, args: argparse.Namespace) -> int:
         raise InvalidInput(
             "a matrix spec's cells are checked by specrun run; check one with run --dry-run --only", where=str(matrix.path)
         )
-    if getattr(args, "against", None):  # not plumbed through run_matrix yet: refuse rather than ignore it
-        raise InvalidInput("--against takes one spec's run, not a matrix; run a cell's spec with --against")
     if args.limit is not None and args.limit < 1:
         raise InvalidInput("--limit must be at least 1")
     stages = {"run": STAGES, "prep": ("prep",), "eval": ("fine_tune", "eval")}[args.command]

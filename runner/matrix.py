@@ -33,6 +33,7 @@ from rich.table import Table
 
 from runner.compare import compare, render_html, render_markdown, render_terminal
 from runner.errors import EXIT_GATE_FAILED, EXIT_OK, InvalidInput, RuntimeFailure, SpecrunError
+from runner.gates import load_against, needs_against
 from runner.jsonl import read_text
 from runner.pipeline import STAGES, check_gates, prepare, run_identity, run_spec
 from runner.safe_yaml import load_yaml
@@ -242,11 +243,17 @@ def run_matrix(
     """against: passed to every cell (its `against.…` gates compare with that run)."""
     selected = select(matrix, only)
     specs = {cell: cell_spec(matrix, cell, overrides) for cell in matrix.cells}  # every cell valid before any runs
+    if "eval" in stages:  # a bad --against (or a missing one) is one exit 2 before any cell runs, not one per cell
+        for cell in selected:
+            try:
+                load_against(against, specs[cell])
+            except InvalidInput as error:
+                raise InvalidInput(str(error), where=f"matrix cell {cell.label}") from None
     console.print(f"[bold]matrix[/] {matrix.path.name}: {len(selected)} of {len(matrix.cells)} cells")
     for number, cell in enumerate(selected, 1):
         console.print(f"  {number}. {cell.label}")
     if dry_run:
-        return _dry_run(selected, specs, stages, limit, out_dir, console)
+        return _dry_run(selected, specs, stages, limit, out_dir, console, against)
     name = next(iter(specs.values())).name
     identity = {cell: run_identity(specs[cell], stages, limit) for cell in matrix.cells}
     folder = out_dir / name / f"matrix-{_matrix_id(identity.values())}"
@@ -277,6 +284,10 @@ def _run_cell(
     against: Path | None,
 ) -> dict[str, Any]:
     done = finished_run(out_dir, spec.name, identity)
+    if done is not None and needs_against(spec):  # its gates compared with the run it was given then: same one?
+        earlier = json.loads((done / "manifest.json").read_text(encoding="utf-8")).get("against")
+        if earlier != load_against(against, spec).describe():  # type: ignore[union-attr]
+            done = None  # answered again from the response cache, with its gates against this run
     if done is not None:
         manifest = json.loads((done / "manifest.json").read_text(encoding="utf-8"))
         gates = manifest.get("gates")
@@ -375,6 +386,7 @@ def _dry_run(
     limit: int | None,
     out_dir: Path,
     console: Console,
+    against: Path | None = None,
 ) -> int:
     table = Table(title="dry run: what each cell's evaluation would send and cost")
     for header in ("cell", "eval examples", "prompt tokens", "max completion tokens", "estimated $"):
@@ -382,7 +394,9 @@ def _dry_run(
     total, unknown = 0.0, []
     for number, cell in enumerate(cells, 1):
         console.rule(f"cell {number}/{len(cells)}: {cell.label}")
-        outcome = run_spec(specs[cell], stages=stages, limit=limit, dry_run=True, out_dir=out_dir, console=console)
+        outcome = run_spec(
+            specs[cell], stages=stages, limit=limit, dry_run=True, out_dir=out_dir, console=console, against=against
+        )
         estimate = outcome.estimate or {}
         usd = estimate.get("usd")
         if usd is None:

@@ -446,10 +446,32 @@ def test_against_a_matrix_folder_takes_the_cell_with_this_specs_values(tmp_path,
     assert "a matrix of 2 finished cells and 0 with this spec's values" in err
 
 
-def test_against_with_a_matrix_spec_is_refused_not_ignored(tmp_path, capsys):
-    spec = write_project(tmp_path, {"matrix": {"evaluation.calibration": ["none", "mean"]}})
-    err = cli_error(capsys, ["run", str(spec), "--against", str(tmp_path), "--out", str(tmp_path / "runs")])
-    assert "--against takes one spec's run, not a matrix" in err
+def test_against_reaches_every_cell_of_a_matrix_and_a_bad_one_is_one_exit_2_before_any_cell(
+    tmp_path, accepted, capsys
+):
+    """cli refused --against for a matrix although run_matrix passes it to every cell: a matrix with an
+    against gate could never run. Now it is checked once before any cell, and a finished cell is reused
+    only when its gates compared with the same run."""
+    (tmp_path / "m").mkdir()
+    spec = write_project(tmp_path / "m", {"matrix": {"few_shot.seed": [1, 2]}, "evaluation.calibration": "none",
+                                          "evaluation.gates": ["accuracy >= against.accuracy"]})  # fmt: skip
+    out = tmp_path / "m" / "runs"
+    err = cli_error(capsys, ["run", str(spec), "--out", str(out)])
+    assert "matrix cell few_shot.seed=1" in err and "no --against RUN_DIR" in err and not out.exists()
+    err = cli_error(capsys, ["run", str(spec), "--out", str(out), "--against", str(tmp_path / "nowhere")])
+    assert "no such run folder" in err and not out.exists()
+    assert main(["run", str(spec), "--out", str(tmp_path / "dry"), "--against", str(accepted), "--dry-run"]) == 0
+    assert main(["run", str(spec), "--out", str(out), "--against", str(accepted)]) == 0
+    folders = [p for p in (out / "tiny").iterdir() if not p.name.startswith("matrix-")]
+    assert len(folders) == 2
+    assert all(json.loads((f / "manifest.json").read_text())["against"]["path"] == str(accepted) for f in folders)
+    capsys.readouterr()
+    assert main(["run", str(spec), "--out", str(out), "--against", str(accepted)]) == 0
+    assert capsys.readouterr().err.count("finished earlier") == 2
+    other = tmp_path / "other_accepted"
+    shutil.copytree(accepted, other)
+    assert main(["run", str(spec), "--out", str(out), "--against", str(other)]) == 0  # other gates: run again
+    assert "finished earlier" not in capsys.readouterr().err
 
 
 def test_against_a_matrix_folder_from_another_directory_reads_its_relative_cell_paths(
