@@ -94,6 +94,10 @@ def read_matrix(path: Path, overrides: list[str] | None = None) -> Matrix | None
     """The spec's matrix, checked (shape, duplicates, size, clashes with --set); None when it has none."""
     if not path.is_file():
         return None  # load_spec says so, in its own words
+    for override in overrides or []:  # the matrix is read from the file: a --set of it would be silently ignored
+        if _overlaps(override.partition("=")[0].strip(), "matrix"):
+            raise InvalidInput(f"--set {override.partition('=')[0].strip()}: --set cannot change a matrix; edit the "
+                               "spec's matrix: or pick cells with --only")  # fmt: skip
     doc, lines = load_yaml(read_text(path, "spec file"), str(path))
     if not isinstance(doc, dict) or "matrix" not in doc:
         return None

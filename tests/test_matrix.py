@@ -128,6 +128,17 @@ def test_a_matrix_value_json_cannot_hold_is_exit_2_not_a_traceback(tmp_path, cap
         assert "matrix.prompt.system: every value must be a JSON value" in err and "Traceback" not in err
 
 
+def test_set_of_the_matrix_itself_is_exit_2_not_silently_ignored(tmp_path, capsys):
+    """The matrix is read from the file, so --set matrix=… on a plain spec ran it as one spec, unvaried."""
+    plain = write_project(tmp_path)
+    assert main(["validate", str(plain), "--set", 'matrix={"few_shot.k": [1, 2]}']) == 2
+    assert "--set matrix: --set cannot change a matrix" in capsys.readouterr().err
+    spec = matrix_project(tmp_path, {"few_shot.k": [1, 2]})
+    assert main(["run", str(spec), "--dry-run", "--set", "matrix.few_shot.k=[5]", "--out", str(tmp_path / "r")]) == 2
+    assert "--set matrix.few_shot.k: --set cannot change a matrix" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_too_many_cells_is_an_error(tmp_path):
     spec = matrix_project(tmp_path, {"few_shot.k": list(range(1, 9)), "few_shot.seed": list(range(9))})
     with pytest.raises(InvalidInput, match=f"72 cells; a matrix may have at most {MAX_CELLS}"):
