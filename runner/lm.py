@@ -66,6 +66,33 @@ def shared_prefix_length(sequences: Sequence[Sequence[int]], limit: int) -> int:
     return max(length, 0)
 
 
+def right_padded(sequences: Sequence[Sequence[int]], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded on the right, and their attention mask."""
+    width = max(map(len, sequences))
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+        mask[row, : len(sequence)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def after_prefix(decoder, cache, shared: int, ids: torch.Tensor, mask: torch.Tensor, use_cache: bool = False):
+    """Run right-padded rows that all continue the same `shared`-token prefix.
+
+    `cache` holds that prefix's KV for one row (or is None when nothing is shared); it is repeated
+    per row in place, so gradients flow back to a prefix computed with them. Returns the decoder's
+    output and the attention mask over prefix + rows.
+    """
+    rows = ids.shape[0]
+    if cache is not None:
+        cache.batch_repeat_interleave(rows)
+        mask = torch.cat([torch.ones((rows, shared), dtype=mask.dtype, device=mask.device), mask], dim=1)
+    positions = (shared + torch.arange(ids.shape[1], device=ids.device)).expand(rows, -1)
+    out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=use_cache)
+    return out, mask
+
+
 @torch.inference_mode()
 def score_answers(
     model: LoadedModel,
@@ -79,10 +106,10 @@ def score_answers(
     Three things keep this cheaper than one plain forward over the prompts:
     - the prefix every prompt shares (a spec's instruction and label list: ~45 of ~64 tokens on
       TNEWS) runs once, and each batch continues from a copy of its KV cache;
-    - prompts are batched by length, so little padding goes through the network;
+    - prompts are batched by length, packed to the tokens of `batch_size` whole prompts;
     - every answer's first token is read from the prompt's last position, and the LM head (262k
       wide for gemma) is computed only there; answers longer than one token continue from the
-      prompt's KV cache, repeated once per such answer.
+      prompt's KV cache, in chunks no larger than `batch_size` × answers rows.
     """
     lm, tokenizer, device = model.lm, model.tokenizer, model.device
     answer_ids = [tokenizer.encode(answer, add_special_tokens=False) for answer in answers]
@@ -96,54 +123,52 @@ def score_answers(
     add_special = not tokenizer.chat_template  # a chat template writes its own BOS
     prompts = tokenizer([prompt_text(tokenizer, c) for c in conversations], add_special_tokens=add_special)["input_ids"]
     shared = shared_prefix_length(prompts, min(map(len, prompts)) - 1)  # every prompt keeps a token of its own
+    # Sliding-window layers mask by cache index, not position: padding inside the window would
+    # hide real tokens from an answer's later tokens, so long prompts are batched by exact length.
+    window = getattr(lm.config, "sliding_window", None)
+    exact = bool(window) and max(map(len, prompts)) + max(map(len, answer_ids)) > window
     decoder = lm.get_decoder()
     prefix_cache = None
     if shared:
         prefix_cache = decoder(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True).cache
-    for rows in _token_batches(prompts, shared, batch_size):
-        ids, mask = _right_padded([prompts[i][shared:] for i in rows], tokenizer.pad_token_id, device)
-        cache = None
-        if prefix_cache is not None:
-            cache = copy.deepcopy(prefix_cache)
-            cache.batch_repeat_interleave(len(rows))
-            mask = torch.cat([torch.ones((len(rows), shared), dtype=mask.dtype, device=device), mask], dim=1)
+    for rows in _token_batches(prompts, shared, batch_size, exact):
+        ids, mask = right_padded([prompts[i][shared:] for i in rows], tokenizer.pad_token_id, device)
+        cache = copy.deepcopy(prefix_cache) if prefix_cache is not None else None
+        out, mask = after_prefix(decoder, cache, shared, ids, mask, use_cache=bool(longer))
         lengths = mask.sum(-1)  # prefix + own tokens
-        positions = (shared + torch.arange(ids.shape[1], device=device)).expand(len(rows), -1)
-        out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=bool(longer))
         last_hidden = out.last_hidden_state[torch.arange(len(rows), device=device), lengths - shared - 1]
         batch_scores = torch.log_softmax(output_logits(lm, last_hidden), dim=-1)[:, first]
         if longer:
-            batch_scores[:, longer] += _continuations(model, out.cache, mask, lengths, answer_ids, longer)
+            per_chunk = max(1, batch_size * len(answers) // len(longer))  # rows × answers, as one plain batch had
+            for start in range(0, len(rows), per_chunk):
+                chunk = torch.arange(start, min(start + per_chunk, len(rows)), device=device)
+                cache = out.cache if len(chunk) == len(rows) else copy.deepcopy(out.cache)
+                if len(chunk) < len(rows):
+                    cache.batch_select_indices(chunk)
+                batch_scores[chunk[:, None], torch.tensor(longer, device=device)] += _continuations(
+                    model, cache, mask[chunk], lengths[chunk], answer_ids, longer
+                )
         scores[rows] = batch_scores.float().cpu().numpy()
         if progress:
             progress(len(rows))
     return scores
 
 
-def _token_batches(prompts: list[list[int]], shared: int, batch_size: int) -> list[list[int]]:
+def _token_batches(prompts: list[list[int]], shared: int, batch_size: int, exact: bool = False) -> list[list[int]]:
     """Indices of prompts, shortest first, in batches that hold as many tokens as `batch_size` whole
     prompts would: with the shared prefix cached, a batch takes ~3× as many TNEWS prompts for the
-    same memory and the same matrix sizes."""
+    same matrix sizes. With `exact`, a batch holds prompts of one length only (no padding)."""
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     budget = batch_size * max(map(len, prompts))
     batches: list[list[int]] = []
     for index in order:
         width = len(prompts[index]) - shared  # the longest so far: prompts come shortest first
-        if batches and (len(batches[-1]) + 1) * width <= budget:
+        same_length = not exact or len(prompts[batches[-1][-1]]) == len(prompts[index]) if batches else False
+        if batches and same_length and (len(batches[-1]) + 1) * width <= budget:
             batches[-1].append(index)
         else:
             batches.append([index])
     return batches
-
-
-def _right_padded(sequences: list[list[int]], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, sequences))
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.tensor(sequence)
-        mask[row, : len(sequence)] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _continuations(model: LoadedModel, cache, mask, lengths, answer_ids, longer) -> torch.Tensor:
@@ -169,7 +194,7 @@ def _continuations(model: LoadedModel, cache, mask, lengths, answer_ids, longer)
     full_mask = torch.cat([prompt_mask, torch.ones_like(feed)], dim=1)
     positions = lengths.repeat_interleave(n_longer)[:, None] + torch.arange(width, device=device)
     hidden = lm.get_decoder()(input_ids=feed, attention_mask=full_mask, position_ids=positions, cache=cache).last_hidden_state
-    logprobs = torch.log_softmax(output_logits(lm, hidden[valid]), dim=-1)
-    picked = torch.zeros(valid.shape, dtype=logprobs.dtype, device=device)
-    picked[valid] = logprobs.gather(-1, target[valid][:, None]).squeeze(-1)
+    logits = output_logits(lm, hidden[valid])
+    picked = torch.zeros(valid.shape, dtype=logits.dtype, device=device)
+    picked[valid] = logits.gather(-1, target[valid][:, None]).squeeze(-1) - logits.logsumexp(-1)
     return picked.sum(-1).view(n_examples, n_longer)

@@ -271,7 +271,9 @@ def _evaluate(
             started = time.perf_counter()
             messages_for = prompts.messages
             if mode == "few_shot":
-                messages_for = _few_shot_prompts(spec, task, splits, prompts, run, progress, provider_for("zero_shot"))
+                messages_for = _few_shot_prompts(
+                    spec, task, splits, prompts, run, progress, provider_for("zero_shot"), with_validation
+                )
 
             def answers(examples: list[Example], name: str, mode: str = mode, messages_for=messages_for) -> dict:
                 return raw_outputs(
@@ -294,12 +296,13 @@ def _evaluate(
                 outputs = list(scored[mode].eval.values())
                 manifest.setdefault("usage", {})[mode] = usage_summary(outputs, models[mode])
         started = time.perf_counter()
-        embed = None
-        if spec.evaluation.get("probe"):
-            texts = len(splits.train) + len(splits.eval)
-            bar = progress.add_task(f"probe: hidden states of {texts} texts", total=texts)
-            embed = llm_embedder(provider_for("zero_shot")(), lambda n: progress.advance(bar, n))
-        combined, choices = task.combined_rows(splits.train, splits.validation, splits.eval, scored, embed)
+
+        def embedder(what: str, texts: int) -> Callable[[list[str]], Any]:
+            """The base model's text embeddings, for a task row that needs them (a probe)."""
+            bar = progress.add_task(f"{what}: hidden states of {texts} texts", total=texts)
+            return llm_embedder(provider_for("zero_shot")(), lambda n: progress.advance(bar, n))
+
+        combined, choices = task.combined_rows(splits.train, splits.validation, splits.eval, scored, embedder)
         if combined:
             rows.update(combined)
             manifest.setdefault("choices", {}).update(choices)
@@ -333,17 +336,24 @@ def _few_shot_prompts(
     run: RunFolder,
     progress: Progress,
     base: Callable[[], Provider],
+    with_validation: bool,
 ) -> Callable[[Example], list[dict[str, str]]]:
-    """Choose each eval item's examples (recorded in few_shot.json) and return its prompt builder."""
+    """Choose each eval item's examples (recorded in few_shot.json) and return its prompt builder.
+
+    When the validation split is answered too (calibration and the ensemble are fitted on it), its
+    items get shots in a call of their own, so the eval items' shots are the same with or without it.
+    """
     config = spec.doc["few_shot"]
+    validation = splits.validation if with_validation else []
     embed = None
     if config["strategy"] == "similar" and config["embedding"] == "llm":
         model = base() if spec.provider["name"] == "local" else open_provider({"name": "local", "model": "gemma-3-270m", "batch_size": 8})
-        texts = len(splits.train) + len(splits.eval) + len(splits.validation)
+        texts = 2 * len(splits.train) + len(splits.eval) + len(validation) if validation else len(splits.train) + len(splits.eval)
         bar = progress.add_task(f"few_shot: embed {texts} texts", total=texts)
         embed = llm_embedder(model, lambda n: progress.advance(bar, n))
-    # the validation split gets its shots too: calibration and the ensemble are fitted on its answers
-    shots = choose_shots(config, splits.train, splits.eval + splits.validation, embed, task.stratum)
+    shots = choose_shots(config, splits.train, splits.eval, embed, task.stratum)
+    if validation:
+        shots.update(choose_shots(config, splits.train, validation, embed, task.stratum))
     run.write_json("few_shot.json", {item: [e.id for e in chosen] for item, chosen in shots.items()})
 
     def messages_for(example: Example) -> list[dict[str, str]]:

@@ -373,5 +373,5 @@ def result_rows(spec: Spec) -> list[str]:
         rows += [f"{mode}_uncalibrated" for mode in spec.evaluation["modes"]]
     if spec.evaluation["baseline"]:
         rows += ["baseline", "baseline_all_data"]
-    rows += [row for row in ("ensemble", "probe") if spec.evaluation.get(row)]
+    rows += task_class(spec.task).extra_rows(spec.doc)
     return rows

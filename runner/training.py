@@ -30,7 +30,15 @@ from rich.console import Console
 from runner.checks import default_epochs
 from runner.defaults import SCHEMA_PATH
 from runner.errors import RuntimeFailure
-from runner.lm import LoadedModel, output_logits, prompt_text, score_answers, shared_prefix_length
+from runner.lm import (
+    LoadedModel,
+    after_prefix,
+    output_logits,
+    prompt_text,
+    right_padded,
+    score_answers,
+    shared_prefix_length,
+)
 from runner.progress import progress_bar
 from runner.registry import LocalRegistry
 
@@ -100,15 +108,11 @@ def encode(model: LoadedModel, conversations: list[list[dict[str, str]]], max_se
 
 def collate(examples: list[tuple], pad_id: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-padded ids, attention mask, and targets (-100 outside the answers)."""
-    width = max(len(ids) for ids, _ in examples)
-    ids = torch.full((len(examples), width), pad_id)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    targets = torch.full((len(examples), width), -100)
+    ids, mask = right_padded([tokens for tokens, _ in examples], pad_id, device)
+    targets = torch.full(ids.shape, -100, device=device)
     for row, (tokens, n_prompt) in enumerate(examples):
-        ids[row, : len(tokens)] = torch.tensor(tokens)
-        mask[row, : len(tokens)] = 1
         targets[row, n_prompt : len(tokens)] = torch.tensor(tokens[n_prompt:])
-    return ids.to(device), mask.to(device), targets.to(device)
+    return ids, mask, targets
 
 
 def answer_loss(lm, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -137,11 +141,8 @@ def batch_loss(lm, batch: list[tuple], pad_id: int, device: str) -> tuple[torch.
         return answer_loss(lm, *collate(batch, pad_id, device))
     decoder = lm.get_decoder()
     cache = decoder(input_ids=torch.tensor([batch[0][0][:prefix]], device=device), use_cache=True).cache
-    cache.batch_repeat_interleave(len(batch))
     ids, mask, targets = collate([(ids[prefix:], n_prompt - prefix) for ids, n_prompt in batch], pad_id, device)
-    full_mask = torch.cat([torch.ones((len(batch), prefix), dtype=mask.dtype, device=device), mask], dim=1)
-    positions = (prefix + torch.arange(ids.shape[1], device=device)).expand(len(batch), -1)
-    hidden = decoder(input_ids=ids, attention_mask=full_mask, position_ids=positions, cache=cache).last_hidden_state
+    hidden = after_prefix(decoder, cache, prefix, ids, mask)[0].last_hidden_state
     return _loss_at_answers(lm, hidden, targets)
 
 

@@ -250,3 +250,34 @@ def test_epoch_batches_cover_every_example_once_with_little_padding():
 
     plain = [list(range(s, min(s + 8, 1003))) for s in range(0, 1003, 8)]
     assert padding(batches) < 1.15 < padding(plain)
+
+
+@pytest.mark.parametrize("sliding_window", [8, 512])
+def test_label_scores_equal_a_naive_forward_for_every_row(tmp_path, sliding_window):
+    """Shared prefix, right padding, token-packed batches and multi-token labels: every row, the
+    shortest in its batch included, scores as one unbatched forward over prompt + label does.
+    A sliding window shorter than the prompts takes the exact-length batching path."""
+    from runner.lm import score_answers
+    from runner.providers.local import LocalProvider
+
+    folder = make_tiny_gemma(tmp_path / "tiny", sliding_window=sliding_window, initializer_range=0.5)
+    provider = LocalProvider(str(folder), batch_size=2)
+    instruction = "对给定文本进行分类，类别包括：科技、房产、房地产市场调控。\n\n给定文本：\n"
+    texts = ["芯片", "新款手机今天发布了吗", "楼市", "房价上涨的城市越来越多了", "股市大涨"]
+    conversations = [[{"role": "user", "content": f"{instruction}{text}\n类别："}] for text in texts]
+    answers = ["科技", "房产", "房地产市场调控"]
+    lengths = [len(provider.tokenizer.encode(a, add_special_tokens=False)) for a in answers]
+    assert max(lengths) >= 3  # a label of three or more tokens
+    scores = score_answers(provider.loaded, conversations, answers, batch_size=2)
+
+    def naive(conversation, answer):
+        prompt = provider.tokenizer(provider.prompt_text(conversation))["input_ids"]
+        answer_ids = provider.tokenizer.encode(answer, add_special_tokens=False)
+        with torch.inference_mode():
+            logits = provider.lm(input_ids=torch.tensor([prompt + answer_ids])).logits[0].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        return sum(float(logprobs[len(prompt) - 1 + i, token]) for i, token in enumerate(answer_ids))
+
+    tolerance = 0.2 if provider.dtype == torch.bfloat16 else 1e-3
+    for row, conversation in enumerate(conversations):
+        assert scores[row] == pytest.approx([naive(conversation, a) for a in answers], abs=tolerance)

@@ -119,6 +119,9 @@ class LocalProvider(Provider):
     """The embedded model, a model folder, a .gguf file, or a model fine-tuned here (registry id)."""
 
     name = "local"
+    # Scoring sorts and packs the prompts of one call by length: 256 at a time (~15 s of TNEWS on
+    # 2 cores between saves to the run folder) packs almost as well as all of them.
+    chunk_size = 256
 
     def __init__(self, model: str, batch_size: int = 8):
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -107,16 +107,22 @@ class Task(ABC):
         """Whether each mode should also answer the validation split (to choose calibration, fit an ensemble)."""
         return False
 
+    @classmethod
+    def extra_rows(cls, doc: dict[str, Any]) -> list[str]:
+        """Names of the rows `combined_rows` will add for this spec (gates may name them)."""
+        return []
+
     def combined_rows(
         self,
         train: list[Example],
         validation: list[Example],
         evaluation: list[Example],
         scored: dict[str, Scored],
-        embed: Callable[[list[str]], Any] | None,
+        embedder: Callable[[str, int], Callable[[list[str]], Any]],
     ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
         """Rows that combine the modes' outputs with classical models (an ensemble, a probe on the LLM's
-        hidden states), and what was chosen for them; none by default."""
+        hidden states), and what was chosen for them; none by default. `embedder(what, n_texts)`
+        opens the base model's text embeddings, only if a row asks for them."""
         return {}, {}
 
     @abstractmethod

@@ -171,6 +171,10 @@ class ClassificationTask(Task):
                 field[f"{mode}_answer"] = outputs[example.id]["text"]
         return Decoded(rows=rows, fields=fields, choices=choices)
 
+    @classmethod
+    def extra_rows(cls, doc: dict[str, Any]) -> list[str]:
+        return [row for row in ("ensemble", "probe") if doc["evaluation"][row]]
+
     def wants_validation_outputs(self) -> bool:
         evaluation = self.doc["evaluation"]
         return evaluation["method"] == "score" and (
@@ -187,7 +191,7 @@ class ClassificationTask(Task):
         validation: list[Example],
         evaluation: list[Example],
         scored: dict[str, Scored],
-        embed: Callable[[list[str]], Any] | None,
+        embedder: Callable[[str, int], Callable[[list[str]], Any]],
     ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
         """`ensemble`: the best-on-validation scoring mode + TF-IDF; `probe`: LR on the LLM's hidden states."""
         labels = list(self.labels)
@@ -213,7 +217,8 @@ class ClassificationTask(Task):
                 "validation_accuracy_by_weight": found,
                 "validation_lines": len(validation),
             }
-        if options["probe"] and embed is not None:
+        if options["probe"]:
+            embed = embedder("probe", len(train) + len(evaluation))
             features = embed([example.text for example in [*train, *evaluation]])  # one call: one centring
             train_features, eval_features = features[: len(train)], features[len(train) :]
             rows["probe"] = probe_predictions(train_features, [e.gold for e in train], eval_features)
