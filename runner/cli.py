@@ -117,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from runner.spec import load_spec
 
     if args.command == "cache":
@@ -144,7 +146,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if matrix is not None:
         return _matrix(matrix, args)
     if getattr(args, "only", None):
-        console.print(f"[red]error:[/] --only picks cells of a matrix; {args.spec} has no matrix")
+        console.print(f"[red]error:[/] --only picks cells of a matrix; {escape(str(args.spec))} has no matrix")
         return EXIT_INVALID
     spec = load_spec(args.target if args.command == "check" else args.spec, args.overrides)
     if args.command == "validate":
@@ -152,7 +154,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         splits = prepare(spec).splits  # reads every split and renders every prompt; loads no model
         console.print(
-            f"[green]valid[/]: {spec.path} ({spec.task}; {len(splits.train)} train, "
+            f"[green]valid[/]: {escape(str(spec.path))} ({spec.task}; {len(splits.train)} train, "
             f"{len(splits.validation)} validation, {len(splits.eval)} eval examples)"
         )
         return EXIT_OK

@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from runner.errors import InvalidInput, RuntimeFailure
 from runner.tasks import TASK_TYPES, task_class
@@ -196,7 +197,7 @@ def render_terminal(comparison: Comparison) -> Group:
         for i, name in enumerate(header):
             table.add_column(name, justify="right" if i > 1 else "left")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(Text, row))  # plain text: a label like "[/]" is data, not rich markup
         parts.append(table)
     parts.append(_terminal_diff(comparison))
     return Group(*parts)
@@ -208,9 +209,9 @@ def _terminal_diff(comparison: Comparison) -> Table | str:
     header, rows = _diff_rows(comparison)
     table = Table(title="spec keys that differ between these runs")
     for name in header:
-        table.add_column(name)
+        table.add_column(Text(name))
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*map(Text, row))
     return table
 
 

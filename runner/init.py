@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from rich.markup import escape
 
 from runner.data import read_rows
 from runner.defaults import FORMAT_BY_SUFFIX, SCHEMA_PATH
@@ -54,16 +55,21 @@ def init_command(args: Any, console: Any) -> int:
     guess = guess_dataset(args.data, args.task, args.text_field, args.label_field)
     spec_path, template_path = write_scaffold(guess, name, args.out, force=args.force)
     what = "labels" if guess.task == "classification" else "entity types"
-    console.print(
-        f"{guess.path}: {guess.n_rows} rows, format {guess.fmt}, task {guess.task}, text field {guess.text_field!r}"
-        + (f", label field {guess.label_field!r}" if guess.label_field else ""),
+    console.print(  # data, not rich markup: a label "[/]" or a path "[x].jsonl" is printed as it is
+        escape(
+            f"{guess.path}: {guess.n_rows} rows, format {guess.fmt}, task {guess.task}, text field {guess.text_field!r}"
+            + (f", label field {guess.label_field!r}" if guess.label_field else "")
+        ),
         highlight=False,
     )
     console.print(
-        f"{len(guess.counts)} {what}: " + ", ".join(f"{k} ({v})" for k, v in guess.counts.most_common()),
+        escape(f"{len(guess.counts)} {what}: " + ", ".join(f"{k} ({v})" for k, v in guess.counts.most_common())),
         highlight=False,
     )
-    console.print(f"[green]wrote[/] {spec_path} and {template_path}; next: specrun validate {spec_path}")
+    console.print(
+        f"[green]wrote[/] {escape(f'{spec_path} and {template_path}; next: specrun validate {spec_path}')}",
+        highlight=False,
+    )
     return EXIT_OK
 
 

@@ -29,7 +29,9 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from runner.compare import compare, render_html, render_markdown, render_terminal
 from runner.errors import EXIT_GATE_FAILED, EXIT_OK, InvalidInput, RuntimeFailure, SpecrunError
@@ -190,10 +192,10 @@ def validate_matrix(matrix: Matrix, overrides: list[str], console: Console) -> i
         except InvalidInput as error:
             raise InvalidInput(str(error), where=f"matrix cell {cell.label}") from None
         console.print(
-            f"[green]valid[/]: {cell.label} ({len(splits.train)} train, {len(splits.validation)} validation, "
+            f"[green]valid[/]: {escape(cell.label)} ({len(splits.train)} train, {len(splits.validation)} validation, "
             f"{len(splits.eval)} eval examples)"
         )
-    console.print(f"[green]valid[/]: {matrix.path}, {len(matrix.cells)} cells")
+    console.print(f"[green]valid[/]: {escape(str(matrix.path))}, {len(matrix.cells)} cells")
     return EXIT_OK
 
 
@@ -253,9 +255,9 @@ def run_matrix(
                 load_against(against, specs[cell])
             except InvalidInput as error:
                 raise InvalidInput(str(error), where=f"matrix cell {cell.label}") from None
-    console.print(f"[bold]matrix[/] {matrix.path.name}: {len(selected)} of {len(matrix.cells)} cells")
+    console.print(f"[bold]matrix[/] {escape(matrix.path.name)}: {len(selected)} of {len(matrix.cells)} cells")
     for number, cell in enumerate(selected, 1):
-        console.print(f"  {number}. {cell.label}")
+        console.print(f"  {number}. {escape(cell.label)}")
     if dry_run:
         return _dry_run(selected, specs, stages, limit, out_dir, console, against)
     name = next(iter(specs.values())).name
@@ -264,7 +266,7 @@ def run_matrix(
     records: dict[Cell, dict[str, Any]] = {}
     try:
         for number, cell in enumerate(selected, 1):
-            console.rule(f"cell {number}/{len(selected)}: {cell.label}")
+            console.rule(f"cell {number}/{len(selected)}: {escape(cell.label)}")
             records[cell] = _run_cell(specs[cell], identity[cell], stages, limit, out_dir, console, use_cache, against)
     except KeyboardInterrupt:
         newest = runs_of(out_dir, name, identity[cell])
@@ -301,7 +303,7 @@ def _run_cell(
             gates = check_gates(spec, _metrics(done) or {})
         gates = gates or []
         passed = all(g["passed"] for g in gates)
-        console.print(f"finished earlier: {done} (not run again); gates {'pass' if passed else '[red]FAIL[/]'}")
+        console.print(f"finished earlier: {escape(str(done))} (not run again); gates {'pass' if passed else '[red]FAIL[/]'}")
         code = EXIT_OK if passed else EXIT_GATE_FAILED
         return {"status": "succeeded", "reused": True, "run": str(done), "exit_code": code, "gates": gates}
     try:
@@ -309,7 +311,7 @@ def _run_cell(
             spec, stages=stages, limit=limit, out_dir=out_dir, console=console, use_cache=use_cache, against=against
         )
     except SpecrunError as error:  # this cell failed; the others still run, and the matrix exits with its code
-        console.print(f"[red]error:[/] {error}", highlight=False)
+        console.print(f"[red]error:[/] {escape(str(error))}", highlight=False)
         return {"status": "failed", "exit_code": error.exit_code, "error": str(error)}
     return {"status": "succeeded", "run": str(outcome.run.path), "exit_code": outcome.exit_code, "gates": outcome.gates}
 
@@ -373,7 +375,7 @@ def _write_record(
             console.print(render_terminal(comparison))
     except OSError as error:
         raise RuntimeFailure(f"{folder}: cannot write the matrix record: {error.strerror or error}") from None
-    console.print(f"matrix: {folder / 'matrix.json'} (exit {exit_code}, the worst of its cells')")
+    console.print(f"matrix: {escape(str(folder / 'matrix.json'))} (exit {exit_code}, the worst of its cells')")
     return exit_code
 
 
@@ -397,7 +399,7 @@ def _dry_run(
         table.add_column(header, justify="left" if header == "cell" else "right")
     total, unknown = 0.0, []
     for number, cell in enumerate(cells, 1):
-        console.rule(f"cell {number}/{len(cells)}: {cell.label}")
+        console.rule(f"cell {number}/{len(cells)}: {escape(cell.label)}")
         outcome = run_spec(
             specs[cell], stages=stages, limit=limit, dry_run=True, out_dir=out_dir, console=console, against=against
         )
@@ -408,8 +410,8 @@ def _dry_run(
         else:
             total += usd
         figures = [estimate.get(k) for k in ("examples", "prompt_tokens", "max_completion_tokens")]
-        table.add_row(cell.label, *("—" if f is None else str(f) for f in figures), "unknown" if usd is None else f"{usd:.4f}")
+        table.add_row(Text(cell.label), *("—" if f is None else str(f) for f in figures), "unknown" if usd is None else f"{usd:.4f}")
     console.print(table)
     note = f" (no price for {len(unknown)} cells: {'; '.join(unknown)})" if unknown else ""
-    console.print(f"dry run: {len(cells)} cells, estimated total ≈ ${total:.4f}{note}")
+    console.print(f"dry run: {len(cells)} cells, estimated total ≈ ${total:.4f}{escape(note)}")
     return EXIT_OK

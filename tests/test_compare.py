@@ -207,3 +207,13 @@ def test_odd_manifest_and_metrics_values_are_exit_2_or_shown_blank_never_a_trace
         assert code == 2 and message in err
     else:
         assert code == 0 and "nan" not in out and "inf" not in out and "<script>" not in out
+
+
+def test_the_terminal_table_prints_labels_and_values_as_text_not_rich_markup(tmp_path, capsys):
+    """A row, cell label or spec value like "[/]" was parsed as rich markup: MarkupError traceback."""
+    run = make_run(tmp_path, "tnews", "20260101T000000Z", spec={"prompt": {"system": "[/x]"}},
+                   metrics={"[/]": row(0.5), "[bold red]x": row(0.4)})  # fmt: skip
+    other = make_run(tmp_path, "tnews", "20260102T000000Z", metrics={"zero_shot": row(0.3)})
+    assert main(["compare", str(run), str(other)]) == 0
+    err = capsys.readouterr().err
+    assert "[/]" in err and "[bold red]x" in err and "[/x]" in err and "Traceback" not in err

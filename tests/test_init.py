@@ -179,3 +179,14 @@ def test_a_blank_header_cell_is_never_a_field_of_the_spec(tmp_path, capsys):
     assert "cannot guess the text field" in capsys.readouterr().err
     assert init(data, "--out", tmp_path, "--text-field", "") == 2
     assert "--text-field '': a spec cannot name a field without a name" in capsys.readouterr().err
+
+
+def test_labels_and_paths_that_look_like_rich_markup_are_printed_as_they_are(tmp_path, capsys):
+    rows = [{"text": f"第{i}条新闻的标题文字", "label": ["[/]", "[bold]b", "c"][i % 3]} for i in range(30)]
+    data = tmp_path / "[x]markup.jsonl"
+    data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    assert init(data, "--out", tmp_path / "out[/]", "--name", "m") == 0
+    err = capsys.readouterr().err
+    assert "[/] (10), [bold]b (10)" in err and "[x]markup.jsonl: 30 rows" in err
+    assert main(["validate", str(tmp_path / "out[/]" / "m.yaml")]) == 0
+    assert "out[/]" in capsys.readouterr().err

@@ -139,6 +139,16 @@ def test_set_of_the_matrix_itself_is_exit_2_not_silently_ignored(tmp_path, capsy
     assert not (tmp_path / "r").exists()
 
 
+def test_values_that_look_like_rich_markup_are_printed_as_they_are(api, tmp_path, capsys):
+    """Labels went into console.print, rules and tables as rich markup: "[/]" was a MarkupError traceback."""
+    spec = remote_project(tmp_path, api, matrix={"prompt.system": ["[/]", "[bold]x"]})
+    assert main(["validate", str(spec)]) == 0
+    assert main(["run", str(spec), "--dry-run", "--out", str(tmp_path / "dry")]) == 0
+    assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == 0
+    err = capsys.readouterr().err
+    assert 'prompt.system="[/]"' in err and 'prompt.system="[bold]x"' in err and "Traceback" not in err
+
+
 def test_too_many_cells_is_an_error(tmp_path):
     spec = matrix_project(tmp_path, {"few_shot.k": list(range(1, 9)), "few_shot.seed": list(range(9))})
     with pytest.raises(InvalidInput, match=f"72 cells; a matrix may have at most {MAX_CELLS}"):
