@@ -241,9 +241,9 @@ def _check_jsonl(
         make_dir(out, "--out")  # a folder that cannot be made is found before the checks run
     checks = run_checks(path, model)  # empty, non-UTF-8 or unreadable files: InvalidInput (exit 2)
     for line in summary_lines(checks):
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
     if out is not None:
-        console.print(f"checks: {_write_checks(checks, out)}", highlight=False)
+        console.print(f"checks: {_write_checks(checks, out)}", highlight=False, markup=False)
     if as_json:
         _print_json(checks)
     return EXIT_INVALID if checks["format_errors"] else EXIT_OK

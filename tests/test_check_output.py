@@ -59,3 +59,13 @@ def test_a_spec_checks_into_a_run_folder_under_out_and_prints_the_same_json(tmp_
     (written,) = out.glob("tiny/*/checks.json")
     assert json.loads(written.read_text(encoding="utf-8")) == printed
     assert printed["n_valid"] == 3  # the spec's train split, as chat
+
+
+def test_a_path_that_looks_like_rich_markup_is_printed_as_it_is(tmp_path, capsys):
+    """`checks: o[/]/checks.json` went to rich as markup: a MarkupError traceback after the file was written."""
+    folder = tmp_path / "q[" / "q[/]"
+    folder.mkdir(parents=True)
+    data = write_chat(folder / "train.jsonl")
+    out = tmp_path / "o[" / "o[/]"
+    assert main(["check", str(data), "--out", str(out)]) == 0
+    assert f"checks: {out / 'checks.json'}" in capsys.readouterr().err
