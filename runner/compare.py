@@ -284,5 +284,5 @@ def compare_command(targets: list[str], fmt: str, out: Path | None, console: Any
             out.write_text(text, encoding="utf-8")
         except OSError as error:
             raise RuntimeFailure(f"{out}: cannot write: {error.strerror or error}") from None
-        console.print(f"comparison: {out}")
+        console.print(f"comparison: {out}", markup=False, highlight=False)
     return 0

@@ -217,3 +217,7 @@ def test_the_terminal_table_prints_labels_and_values_as_text_not_rich_markup(tmp
     assert main(["compare", str(run), str(other)]) == 0
     err = capsys.readouterr().err
     assert "[/]" in err and "[bold red]x" in err and "[/x]" in err and "Traceback" not in err
+    out = tmp_path / "o[" / "]" / "c.html"
+    out.parent.mkdir(parents=True)
+    assert main(["compare", str(run), "--format", "html", "--out", str(out)]) == 0  # "comparison: …o[/]…" too
+    assert f"comparison: {out}" in capsys.readouterr().err
