@@ -64,7 +64,8 @@ def find_labelled_runs(targets: list[str]) -> dict[Path, str | None]:
     cell. Anything else is exit 2, naming it."""
     found: dict[Path, str | None] = {}
     for target in targets:
-        matches = sorted(glob.glob(target)) if glob.has_magic(target) else [target]
+        literal = not glob.has_magic(target) or Path(target).exists()  # a folder named runs[1]/ is not a pattern
+        matches = [target] if literal else sorted(glob.glob(target))
         if not matches:
             raise InvalidInput("matches no file or folder", where=target)
         for match in map(Path, matches):

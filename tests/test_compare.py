@@ -221,3 +221,9 @@ def test_the_terminal_table_prints_labels_and_values_as_text_not_rich_markup(tmp
     out.parent.mkdir(parents=True)
     assert main(["compare", str(run), "--format", "html", "--out", str(out)]) == 0  # "comparison: …o[/]…" too
     assert f"comparison: {out}" in capsys.readouterr().err
+
+
+def test_a_folder_whose_name_has_glob_characters_is_read_as_named(tmp_path, capsys):
+    run = make_run(tmp_path / "runs[1]", "tnews", "20260101T000000Z", metrics={"zero_shot": row(0.5)})
+    assert main(["compare", str(run)]) == 0  # was "matches no file or folder": [1] read as a character class
+    assert main(["compare", str(tmp_path / "runs[1]" / "tnews" / "2026*")]) == 2  # a pattern still, matching nothing
