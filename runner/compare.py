@@ -12,6 +12,7 @@ import glob
 import html
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,7 @@ def render_markdown(comparison: Comparison) -> str:
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
+        return re.sub(r"[\r\n\x85\u2028\u2029]", " ", text.replace("|", "\\|"))  # any line break ends a row
 
     out = ["| " + " | ".join(map(cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return out + ["| " + " | ".join(map(cell, row)) + " |" for row in rows]

@@ -227,3 +227,10 @@ def test_a_folder_whose_name_has_glob_characters_is_read_as_named(tmp_path, caps
     run = make_run(tmp_path / "runs[1]", "tnews", "20260101T000000Z", metrics={"zero_shot": row(0.5)})
     assert main(["compare", str(run)]) == 0  # was "matches no file or folder": [1] read as a character class
     assert main(["compare", str(tmp_path / "runs[1]" / "tnews" / "2026*")]) == 2  # a pattern still, matching nothing
+
+
+def test_markdown_rows_survive_every_kind_of_line_break(tmp_path):
+    run = make_run(tmp_path, "tnews", "20260101T000000Z", metrics={"a\rb\u2028c\x85d\ne|f": row(0.5)})
+    text = render_markdown(compare([run]))
+    (line,) = [line for line in text.splitlines() if "a b c d e" in line]
+    assert line.startswith("| tnews/20260101T000000Z | a b c d e\\|f |")
