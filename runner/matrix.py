@@ -173,7 +173,18 @@ def select(matrix: Matrix, only: list[str]) -> list[Cell]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    """Equal as the schema sees values: 0 and 0.0 are one number (so `--only k=4.0` picks k=4), true is not 1."""
+    return json.dumps(_numbers(a), sort_keys=True) == json.dumps(_numbers(b), sort_keys=True)
+
+
+def _numbers(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    return value
 
 
 def cell_spec(matrix: Matrix, cell: Cell, overrides: list[str] | None) -> Spec:

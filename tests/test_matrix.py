@@ -69,6 +69,9 @@ def test_only_picks_cells_and_a_value_outside_the_matrix_is_an_error(tmp_path):
     assert [c.label for c in picked] == ["few_shot.k=2,evaluation.calibration=mean", "few_shot.k=8,evaluation.calibration=mean"]
     with pytest.raises(InvalidInput, match=r"3 is not one of few_shot.k's values \(2, 4, 8\)"):
         select(matrix, ["few_shot.k=3"])
+    assert select(matrix, ["few_shot.k=4.0"]) == select(matrix, ["few_shot.k=4"])  # one number, as the schema sees it
+    with pytest.raises(InvalidInput, match="true is not one of"):
+        select(read_matrix(matrix_project(tmp_path, {"few_shot.k": [1, 2]})), ["few_shot.k=true"])
     with pytest.raises(InvalidInput, match=r"few_shot\.seed is not a matrix key"):
         select(matrix, ["few_shot.seed=1"])
     with pytest.raises(InvalidInput, match="write it as"):
