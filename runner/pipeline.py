@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 
 from runner.cache import ResponseCache
@@ -103,7 +104,7 @@ def run_spec(
 
     identity = run_identity(spec, stages, limit, dry_run)
     run, resumed = RunFolder.open(out_dir, spec.name, identity, say=console.print)
-    console.print(f"[bold]{spec.name}[/]: {'resuming' if resumed else 'run folder'} {run.path}")
+    console.print(f"[bold]{escape(spec.name)}[/]: {'resuming' if resumed else 'run folder'} {escape(str(run.path))}")
     manifest = _manifest(spec, run, identity, splits, limit)
     manifest["bootstrap"] = bootstrap_settings()
     if against_run is not None:

@@ -325,7 +325,18 @@ def _check_semantics(spec: Spec) -> None:
         )
     rows = set(result_rows(spec)) | {None}
     gates = spec.gates
-    for gate in gates:
+    primary = spec.evaluation["modes"][0]
+    for index, gate in enumerate(gates):
+        same = isinstance(gate.threshold, tuple) and (gate.row or primary, gate.metric) == (
+            gate.threshold[0] or primary,
+            gate.threshold[1],
+        )
+        if same and not gate.against and not gate.offset:
+            raise InvalidInput(
+                f"gate {spec.evaluation['gates'][index]!r} compares a metric with itself "
+                f"(a gate without a row names the first mode's, {primary})",
+                where=spec.where("evaluation", "gates", index),
+            )
         refs = [(gate.row, gate.metric)]
         if isinstance(gate.threshold, tuple) and not gate.against:  # --against rows are checked when it is read
             refs.append(gate.threshold)

@@ -109,6 +109,12 @@ def test_gate_comparing_rows_is_accepted(tmp_path):
     assert (gate.row, gate.metric, gate.op, gate.threshold) == (None, "accuracy", ">", ("baseline", "accuracy"))
 
 
+@pytest.mark.parametrize("gate", ["accuracy >= zero_shot.accuracy", "zero_shot.accuracy > accuracy"])
+def test_gate_comparing_a_metric_with_itself_through_the_implied_row(tmp_path, gate):
+    message = invalid(write_project(tmp_path, {"evaluation.gates": [gate]}))
+    assert "compares a metric with itself" in message and "evaluation.gates[0]" in message
+
+
 def test_calibration_needs_score_method(tmp_path):
     message = invalid(write_project(tmp_path, {"evaluation.method": "generate", "evaluation.calibration": "mean"}))
     assert "calibration needs method: score" in message
