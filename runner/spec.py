@@ -253,10 +253,26 @@ def _validate_schema(spec: Spec) -> None:
     elif error.validator == "enum":
         message = f"{error.instance!r} is not one of {', '.join(map(repr, error.validator_value))}"
     elif error.validator == "oneOf":
-        message = f"{error.instance!r} is not valid here (see schemas/spec.schema.json)"
+        choices = " or ".join(_describe(choice) for choice in error.validator_value)
+        message = f"{error.instance!r} is not valid here: expected {choices}"
     else:
         message = error.message
     raise InvalidInput(message, where=spec.where(*key_path))
+
+
+def _describe(schema: dict[str, Any]) -> str:
+    """One alternative of a oneOf, in words: 'auto', an integer from 1 to 50, a number > 0 and ≤ 10, …"""
+    if "const" in schema:
+        return repr(schema["const"])
+    kinds = {"integer": "an integer", "number": "a number", "string": "a string", "object": "a mapping"}
+    if schema.get("type") not in kinds:
+        return "see schemas/spec.schema.json"
+    bounds = [
+        f"{sign} {schema[key]}"
+        for key, sign in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"), ("exclusiveMaximum", "<"))
+        if key in schema
+    ]
+    return " ".join([kinds[schema["type"]], " and ".join(bounds)]).strip()
 
 
 def _fill_defaults(spec: Spec) -> None:

@@ -5,8 +5,8 @@ How spec settings map (documented in the README and the schema):
   batch_size                "auto" → 8
   learning_rate_multiplier  × the base learning rate: 2e-4 for LoRA, 2e-5 for full fine-tuning
   seed                      data order and LoRA initialisation
-  fine_tune.local           method, lora_rank, lora_alpha, lora_dropout, lora_targets, max_seq_len,
-                            checkpoint_every (steps)
+  fine_tune.local           method, lora_rank, lora_alpha, lora_dropout, lora_targets, lora_layers (the last
+                            N decoder layers, or all), max_seq_len, checkpoint_every (steps)
 The loss covers only the assistant answer (+ end of turn), and the 262k-wide LM head is computed
 only at those positions: on a 2-core CPU that is most of the difference between ~1 s and ~10 s a
 step. bf16 weights, fp32 adapters; the GPU is used when torch sees one.
@@ -29,7 +29,7 @@ from rich.console import Console
 
 from runner.checks import default_epochs
 from runner.defaults import SCHEMA_PATH
-from runner.errors import RuntimeFailure
+from runner.errors import InvalidInput, RuntimeFailure
 from runner.lm import (
     LoadedModel,
     after_prefix,
@@ -166,6 +166,16 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[i
     return batches
 
 
+def last_layers(lm, count: int | str) -> list[int] | None:
+    """The indices of the last `count` decoder layers (None: all), for peft's layers_to_transform."""
+    n_layers = lm.config.num_hidden_layers
+    if count == "all":
+        return None
+    if count > n_layers:
+        raise InvalidInput(f"{count} layers asked, but the model has {n_layers}", where="fine_tune.local.lora_layers")
+    return list(range(n_layers - count, n_layers))
+
+
 class Trainer:
     """Runs one registry job to its end (or to Ctrl-C, leaving a checkpoint to resume from)."""
 
@@ -279,6 +289,7 @@ class Trainer:
             lora_alpha=local["lora_alpha"],
             lora_dropout=local["lora_dropout"],
             target_modules=local["lora_targets"],
+            layers_to_transform=last_layers(lm, local["lora_layers"]),
             task_type="CAUSAL_LM",
         )
         peft_model = get_peft_model(lm, config)

@@ -62,6 +62,13 @@ def test_wrong_type_names_key_path(tmp_path):
     assert "provider.batch_size" in message and "'eight' is not of type 'integer'" in message
 
 
+def test_a_value_matching_no_alternative_lists_the_alternatives(tmp_path):
+    message = invalid(write_project(tmp_path, {"fine_tune.local.lora_layers": "few"}))
+    assert "fine_tune.local.lora_layers: 'few' is not valid here: expected an integer ≥ 1 or 'all'" in message
+    message = invalid(write_project(tmp_path, {"fine_tune.hyperparameters.learning_rate_multiplier": "x"}))
+    assert "expected a number > 0 and ≤ 10 or 'auto'" in message
+
+
 def test_missing_required_key(tmp_path):
     message = invalid(write_project(tmp_path, {"prompt": DELETE}))
     assert "'prompt' is required" in message

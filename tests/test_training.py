@@ -72,6 +72,20 @@ def test_lora_job_learns_and_records_its_lifecycle(tiny_model, registry, tmp_pat
     assert provider.find_job(done.training_file).id == job.id
 
 
+def test_lora_layers_trains_only_the_last_layers(tiny_model, registry, tmp_path):
+    from rich.console import Console
+
+    from runner.errors import InvalidInput
+
+    provider, job = new_job(tiny_model, registry, tmp_path, n_epochs=1, local={"lora_layers": 1})
+    provider.drive(job.id, Console(quiet=True))
+    layers = {name.split(".layers.")[1].split(".")[0] for name in adapter_weights(registry, job.id)}
+    assert layers == {"1"}  # the tiny model has layers 0 and 1
+    with pytest.raises(InvalidInput, match=r"fine_tune\.local\.lora_layers: 3 layers asked, but the model has 2"):
+        new_job(tiny_model, registry, tmp_path, local={"lora_layers": 3})
+    assert len(provider.list_jobs()) == 1  # the bad spec made no job
+
+
 def test_interrupted_job_resumes_to_the_same_weights(tiny_model, registry, tmp_path, monkeypatch):
     from rich.console import Console
 
