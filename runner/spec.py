@@ -235,7 +235,21 @@ def _apply_cell_value(doc: dict, key: str, value: Any, lines: dict[tuple, int], 
         lines[tuple(parts)] = line
 
 
+def _non_finite(value: Any, path: tuple = ()) -> tuple | None:
+    """The key path of the first NaN or infinity in the spec: YAML's .nan/.inf pass every schema bound."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        found = _non_finite(child, (*path, key))
+        if found is not None:
+            return found
+    return None
+
+
 def _validate_schema(spec: Spec) -> None:
+    if (path := _non_finite(spec.doc)) is not None:
+        raise InvalidInput("must be a finite number, not NaN or infinity", where=spec.where(*path))
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(spec.doc), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))

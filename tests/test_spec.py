@@ -69,6 +69,14 @@ def test_a_value_matching_no_alternative_lists_the_alternatives(tmp_path):
     assert "expected a number > 0 and ≤ 10 or 'auto'" in message
 
 
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_nan_and_infinity_are_spec_errors(tmp_path, value):
+    path = write_project(tmp_path, {})
+    path.write_text(path.read_text() + f"\nprovider:\n  name: local\n  params:\n    temperature: {value}\n")
+    message = invalid(path)
+    assert "provider.params.temperature: must be a finite number, not NaN or infinity" in message
+
+
 def test_missing_required_key(tmp_path):
     message = invalid(write_project(tmp_path, {"prompt": DELETE}))
     assert "'prompt' is required" in message
