@@ -45,6 +45,19 @@ def read_text(path: str | Path, what: str = "file") -> str:
     return decode_utf8(raw, str(path))
 
 
+class DuplicateKey(Exception):
+    """An object names one key twice: json keeps the last silently, which hides a broken row."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook that refuses a key given twice in one object."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        raise DuplicateKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+    return obj
+
+
 def parse_json(text: str, where: str) -> Any:
     """json.loads, with every way it can fail on hostile input turned into `InvalidInput`.
 
@@ -52,9 +65,11 @@ def parse_json(text: str, where: str) -> Any:
     RecursionError, and integers with more digits than Python converts raise ValueError.
     """
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as error:
         raise InvalidInput(f"not valid JSON ({error.msg}, column {error.colno})", where=where) from None
+    except DuplicateKey as error:
+        raise InvalidInput(f"the key {error.args[0]!r} appears twice in one object", where=where) from None
     except RecursionError:
         raise InvalidInput("JSON nested too deeply to read", where=where) from None
     except ValueError as error:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"

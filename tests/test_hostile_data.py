@@ -45,6 +45,17 @@ def test_deep_nesting_and_huge_integers_name_the_file_and_line(tmp_path):
         read_rows(array, "json")
 
 
+def test_a_key_given_twice_in_one_row_is_an_error_not_the_last_value(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"label_desc": "news_tech"}\n{"label_desc": "news_tech", "x": {"a": 1}, "label_desc": "x"}\n')
+    with pytest.raises(InvalidInput, match=r"d\.jsonl:2: the key 'label_desc' appears twice in one object"):
+        read_rows(path, "jsonl")
+    array = tmp_path / "d.json"
+    array.write_text('[{"sentence": "a", "y": {"b": 1, "b": 2}}]')
+    with pytest.raises(InvalidInput, match=r"d\.json: the key 'b' appears twice in one object"):
+        read_rows(array, "json")
+
+
 def test_a_json_array_reports_the_line_each_item_starts_on(tmp_path):
     path = tmp_path / "d.json"
     path.write_text(json.dumps(ROWS[:3], ensure_ascii=False, indent=2), encoding="utf-8")
