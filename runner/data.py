@@ -60,6 +60,9 @@ def read_rows(path: Path, fmt: str) -> list[tuple[int, Any]]:
         reader = csv.DictReader(io.StringIO(text, newline=""), **dialect)
         rows: list[tuple[int, Any]] = []
         try:
+            names = reader.fieldnames or []
+            if twice := next((name for i, name in enumerate(names) if name in names[:i]), None):
+                raise InvalidInput(f"the column {twice!r} appears twice in the header", where=f"{path}:1")
             for row in reader:
                 rows.append((reader.line_num, row))
         except csv.Error as error:

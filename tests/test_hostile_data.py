@@ -56,6 +56,14 @@ def test_a_key_given_twice_in_one_row_is_an_error_not_the_last_value(tmp_path):
         read_rows(array, "json")
 
 
+@pytest.mark.parametrize("fmt, sep", [("csv", ","), ("tsv", "\t")])
+def test_a_column_named_twice_in_the_header_is_an_error(tmp_path, fmt, sep):
+    path = tmp_path / f"d.{fmt}"
+    path.write_text(sep.join(["sentence", "label_desc", "sentence"]) + "\n" + sep.join(["a", "b", "c"]) + "\n")
+    with pytest.raises(InvalidInput, match=rf"d\.{fmt}:1: the column 'sentence' appears twice in the header"):
+        read_rows(path, fmt)
+
+
 def test_a_json_array_reports_the_line_each_item_starts_on(tmp_path):
     path = tmp_path / "d.json"
     path.write_text(json.dumps(ROWS[:3], ensure_ascii=False, indent=2), encoding="utf-8")
