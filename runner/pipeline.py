@@ -287,6 +287,7 @@ def _evaluate(
                 scored[mode].validation = answers(splits.validation, f"{mode}_validation")
             validation = (splits.validation, scored[mode].validation) if scored[mode].validation else None
             decoded = task.decode(splits.eval, scored[mode].eval, mode, validation)
+            scored[mode].fitted = decoded.fitted
             for record, fields in zip(records, decoded.fields, strict=True):
                 record.update(fields)
             rows.update(decoded.rows)

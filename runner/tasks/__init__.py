@@ -34,6 +34,7 @@ class Decoded:
     rows: dict[str, list[Any]]  # row name -> one prediction per eval example
     fields: list[dict[str, Any]]  # per example: extra fields for predictions.jsonl
     choices: dict[str, Any] = field(default_factory=dict)  # what was fitted on the validation split, for the manifest
+    fitted: Any = None  # the fitted object itself (classification: the chosen calibration), for combined_rows
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Scored:
 
     eval: dict[str, dict[str, Any]]
     validation: dict[str, dict[str, Any]] | None = None
+    fitted: Any = None  # what decode fitted for this mode (Decoded.fitted)
 
 
 class Task(ABC):

@@ -33,7 +33,6 @@ class ClassificationTask(Task):
         self.labels: dict[str, str] = doc["labels"]
         self.data = doc["data"]
         self.calibration = doc["evaluation"]["calibration"]
-        self.chosen_calibration: dict[str, Calibration] = {}  # per mode, set by decode
         self.excluded_seen: set[str] = set()
 
     @classmethod
@@ -137,6 +136,7 @@ class ClassificationTask(Task):
         fields: list[dict[str, Any]] = [{} for _ in examples]
         rows: dict[str, list[Any]] = {}
         choices: dict[str, Any] = {}
+        calibration = None
         if "scores" in outputs[examples[0].id]:
             scores = score_matrix(examples, outputs)
             if self.calibration in ("auto", "bias"):
@@ -157,7 +157,6 @@ class ClassificationTask(Task):
                         )
             else:
                 calibration = Calibration(self.calibration)
-            self.chosen_calibration[mode] = calibration
             if self.calibration == "none":
                 rows[mode] = [labels[i] for i in scores.argmax(axis=1)]
             else:
@@ -169,7 +168,7 @@ class ClassificationTask(Task):
             rows[mode] = [normalize_answer(outputs[e.id]["text"], self.labels) for e in examples]
             for field, example in zip(fields, examples, strict=True):
                 field[f"{mode}_answer"] = outputs[example.id]["text"]
-        return Decoded(rows=rows, fields=fields, choices=choices)
+        return Decoded(rows=rows, fields=fields, choices=choices, fitted=calibration)
 
     @classmethod
     def extra_rows(cls, doc: dict[str, Any]) -> list[str]:
@@ -201,18 +200,18 @@ class ClassificationTask(Task):
         if options["ensemble"]:
             gold = self.gold_indices(validation)
             candidates = {
-                mode: self.chosen_calibration[mode].apply(score_matrix(validation, found.validation))
+                mode: found.fitted.apply(score_matrix(validation, found.validation))
                 for mode, found in scored.items()
                 if found.validation and "scores" in next(iter(found.validation.values()))
             }
             mode = max(candidates, key=lambda m: accuracy(candidates[m], gold))
             proba_validation, proba_eval = baseline_probabilities(train, [validation, evaluation], labels)
             weight, found = choose_weight(candidates[mode], proba_validation, gold)
-            llm_eval = self.chosen_calibration[mode].apply(score_matrix(evaluation, scored[mode].eval))
+            llm_eval = scored[mode].fitted.apply(score_matrix(evaluation, scored[mode].eval))
             rows["ensemble"] = [labels[i] for i in ensemble_scores(llm_eval, proba_eval, weight).argmax(axis=1)]
             choices["ensemble"] = {
                 "mode": mode,
-                "calibration": self.chosen_calibration[mode].method,
+                "calibration": scored[mode].fitted.method,
                 "llm_weight": weight,
                 "validation_accuracy_by_weight": found,
                 "validation_lines": len(validation),
