@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from runner.defaults import FORMAT_BY_SUFFIX
 from runner.errors import InvalidInput
-from runner.jsonl import DuplicateKey, read_jsonl, read_text, unique_keys
+from runner.jsonl import parse_json, read_jsonl, read_text
 from runner.tasks import Example, Task, make_task
 
 if TYPE_CHECKING:
@@ -68,16 +68,7 @@ def read_rows(path: Path, fmt: str) -> list[tuple[int, Any]]:
         except csv.Error as error:
             raise InvalidInput(f"cannot read {fmt.upper()}: {error}", where=f"{path}:{reader.line_num}") from None
         return rows
-    try:
-        items = json.loads(text, object_pairs_hook=unique_keys)
-    except json.JSONDecodeError as error:
-        raise InvalidInput(f"not valid JSON ({error.msg})", where=f"{path}:{error.lineno}") from None
-    except DuplicateKey as error:
-        raise InvalidInput(f"the key {error.args[0]!r} appears twice in one object", where=str(path)) from None
-    except RecursionError:
-        raise InvalidInput("JSON nested too deeply to read", where=str(path)) from None
-    except ValueError as error:  # an integer with more digits than Python converts
-        raise InvalidInput(f"JSON value cannot be read: {error}", where=str(path)) from None
+    items = parse_json(text, path)
     if not isinstance(items, list):
         raise InvalidInput("a json dataset must be an array of objects (use jsonl for one per line)", where=str(path))
     lines = _array_item_lines(text)

@@ -58,16 +58,20 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def parse_json(text: str, where: str) -> Any:
+def parse_json(text: str, path: str | Path, line: int | None = None) -> Any:
     """json.loads, with every way it can fail on hostile input turned into `InvalidInput`.
 
-    Besides malformed JSON: nesting deeper than the parser's recursion limit raises
-    RecursionError, and integers with more digits than Python converts raise ValueError.
+    `line`: the file line `text` is (one JSONL line); without it `text` is the whole file, and
+    malformed JSON is placed at its own line. Besides malformed JSON: nesting deeper than the
+    parser's recursion limit raises RecursionError, and integers with more digits than Python
+    converts raise ValueError.
     """
+    where = f"{path}:{line}" if line else str(path)
     try:
         return json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as error:
-        raise InvalidInput(f"not valid JSON ({error.msg}, column {error.colno})", where=where) from None
+        at = f"{path}:{(line or 1) + error.lineno - 1}"
+        raise InvalidInput(f"not valid JSON ({error.msg}, column {error.colno})", where=at) from None
     except DuplicateKey as error:
         raise InvalidInput(f"the key {error.args[0]!r} appears twice in one object", where=where) from None
     except RecursionError:
@@ -106,7 +110,7 @@ def read_jsonl(path: str | Path, *, torn_tail_ok: bool = False) -> Iterator[tupl
         if not line.strip():
             continue
         try:
-            value = parse_json(line, f"{path}:{number}")
+            value = parse_json(line, path, number)
         except InvalidInput:
             if torn_tail_ok and number == len(lines) and not complete:
                 return

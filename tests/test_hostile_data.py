@@ -51,6 +51,9 @@ def test_a_key_given_twice_in_one_row_is_an_error_not_the_last_value(tmp_path):
     with pytest.raises(InvalidInput, match=r"d\.jsonl:2: the key 'label_desc' appears twice in one object"):
         read_rows(path, "jsonl")
     array = tmp_path / "d.json"
+    array.write_text('[\n{"a": 1},\n{"a": }\n]')
+    with pytest.raises(InvalidInput, match=r"d\.json:3: not valid JSON \(Expecting value, column 7\)"):
+        read_rows(array, "json")
     array.write_text('[{"sentence": "a", "y": {"b": 1, "b": 2}}]')
     with pytest.raises(InvalidInput, match=r"d\.json: the key 'b' appears twice in one object"):
         read_rows(array, "json")
