@@ -59,6 +59,11 @@ def local_defaults() -> dict[str, Any]:
     return {key: value["default"] for key, value in local.items()}
 
 
+def local_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A job's fine_tune.local, its defaults filled in."""
+    return {**local_defaults(), **settings.get("local", {})}
+
+
 @dataclass
 class Plan:
     n_epochs: int
@@ -74,7 +79,7 @@ class Plan:
 
 
 def plan(settings: dict[str, Any], n_examples: int) -> Plan:
-    local = {**local_defaults(), **settings.get("local", {})}
+    local = local_settings(settings)
     epochs = settings.get("n_epochs", "auto")
     batch = settings.get("batch_size", "auto")
     multiplier = settings.get("learning_rate_multiplier", "auto")
@@ -190,7 +195,7 @@ class Trainer:
         self._epochs: dict[int, list[list[int]]] = {}  # epoch -> its batches (indices into train_set)
 
     def _max_len(self) -> int:
-        return {**local_defaults(), **self.record["settings"].get("local", {})}["max_seq_len"]
+        return local_settings(self.record["settings"])["max_seq_len"]
 
     def run(self) -> None:
         record, plan = self.record, self.plan

@@ -182,9 +182,9 @@ class LocalProvider(Provider):
         return self.registry.upload(path)
 
     def create_job(self, training_file: str, settings: dict[str, Any]) -> Job:
-        from runner.training import last_layers, plan
+        from runner.training import last_layers, local_settings
 
-        last_layers(self.lm, plan(settings, 1).local["lora_layers"])  # a spec error before a job exists
+        last_layers(self.lm, local_settings(settings)["lora_layers"])  # a spec error before a job exists
         return self.registry.create_job(training_file, self.model, settings)
 
     def list_jobs(self, limit: int = 100) -> list[Job]:
