@@ -183,14 +183,15 @@ def test_probe_and_ensemble_rows_with_a_local_model(tmp_path, tmp_path_factory):
     )
 
 
+def three_train_then(validation: int) -> dict:
+    """Splits: the first 3 rows train, the next `validation` rows validation, the rest eval."""
+    return {"train": {"take": "first", "n": 3}, "validation": {"take": "first", "n": validation}, "eval": {"take": "rest"}}
+
+
 def test_dry_run_prices_the_validation_lines_that_will_be_answered(api, tmp_path, capsys):
     spec = scoring_project(tmp_path, api)
     doc = _spec(spec.read_text(encoding="utf-8"))
-    doc["splits"] = {
-        "train": {"take": "first", "n": 3},
-        "validation": {"take": "first", "n": 2},
-        "eval": {"take": "rest"},
-    }
+    doc["splits"] = three_train_then(validation=2)
     spec.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
     assert main(["run", str(spec), "--out", str(tmp_path / "runs"), "--dry-run"]) == 0
     assert "evaluating 6 examples (with 2 validation lines calibration is fitted on)" in capsys.readouterr().err
@@ -211,11 +212,7 @@ def test_one_label_in_train_gives_the_baseline_and_probe_that_label():
 def test_explicit_bias_calibration_end_to_end(api, tmp_path):
     spec = scoring_project(tmp_path, api)
     doc = _spec(spec.read_text(encoding="utf-8"))
-    doc["splits"] = {
-        "train": {"take": "first", "n": 3},
-        "validation": {"take": "first", "n": 6},
-        "eval": {"take": "rest"},
-    }
+    doc["splits"] = three_train_then(validation=6)
     doc["evaluation"]["calibration"] = "bias"
     doc.pop("name")
     spec = write_project(tmp_path, doc, rows=rows(4))
