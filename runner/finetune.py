@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
-from runner.errors import RuntimeFailure
+from runner.errors import InvalidInput, RuntimeFailure
 from runner.providers import Job, Provider
 from runner.providers.retry import BACKOFF_BASE_S, is_retryable
 from runner.runs import RunFolder
@@ -34,6 +34,8 @@ def create_or_reattach(provider: Provider, training_file: str, settings: dict[st
             return existing
         try:
             return provider.create_job(training_file, settings)
+        except InvalidInput:
+            raise  # a setting the provider cannot take: the spec's error (exit 2), not a failure to retry
         except Exception as error:
             if not is_retryable(error) or attempt == attempts - 1:
                 raise RuntimeFailure(f"{provider.name} could not create the fine-tuning job: {error}") from None

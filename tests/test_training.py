@@ -85,6 +85,13 @@ def test_lora_layers_trains_only_the_last_layers(tiny_model, registry, tmp_path)
         new_job(tiny_model, registry, tmp_path, local={"lora_layers": 3})
     assert len(provider.list_jobs()) == 1  # the bad spec made no job
 
+    from runner.finetune import create_or_reattach
+
+    file_id = provider.upload(write_chat(tmp_path / "other.jsonl", TRAIN[:2]))
+    with pytest.raises(InvalidInput) as caught:  # the pipeline's path: still the spec's error, exit 2
+        create_or_reattach(provider, file_id, {"local": {"lora_layers": 3}})
+    assert caught.value.exit_code == 2
+
 
 def test_interrupted_job_resumes_to_the_same_weights(tiny_model, registry, tmp_path, monkeypatch):
     from rich.console import Console
