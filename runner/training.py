@@ -32,7 +32,6 @@ from runner.defaults import SCHEMA_PATH
 from runner.errors import InvalidInput, RuntimeFailure
 from runner.lm import (
     LoadedModel,
-    after_prefix,
     output_logits,
     prompt_text,
     right_padded,
@@ -48,7 +47,8 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
 AUTO_BATCH_SIZE = 8
 CLOSED_ANSWER_SET = 64  # validation accuracy is reported when the answers are at most this many labels
-MIN_SHARED_PREFIX = 8  # below this, running the prefix on its own saves less than it costs
+PACK_TOKENS = 512  # a packed sequence's most tokens: its attention grows with the square
+HEAD_BLOCK = 2048  # LM-head rows per block in _HeadCrossEntropy: 5 MB fp32 at width 640, cache-sized
 LENGTH_GROUP = 50  # batches whose examples are sorted by length together (as HF group_by_length's megabatches)
 
 
@@ -129,26 +129,134 @@ def answer_loss(lm, ids: torch.Tensor, mask: torch.Tensor, targets: torch.Tensor
 def _loss_at_answers(lm, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
     shifted = targets[:, 1:]
     scored = shifted != -100
-    logits = output_logits(lm, hidden[:, :-1][scored])
-    return torch.nn.functional.cross_entropy(logits, shifted[scored]), int(scored.sum())
+    return answer_cross_entropy(lm, hidden[:, :-1][scored], shifted[scored]), int(scored.sum())
+
+
+def answer_cross_entropy(lm, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of `targets` under the LM head at `hidden` (one row per answer token).
+
+    With a frozen, bias-free output layer (LoRA: gemma's tied embedding) the loss and its gradient
+    are computed in one pass over the head's weight (`_HeadCrossEntropy`); otherwise, as for full
+    fine-tuning, through the head's logits in autograd.
+    """
+    head = lm.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or head.weight.requires_grad or head.bias is not None:  # LoRA on it, full
+        return torch.nn.functional.cross_entropy(output_logits(lm, hidden), targets)
+    softcap = getattr(lm.config, "final_logit_softcapping", None)
+    return _HeadCrossEntropy.apply(hidden, head.weight, targets, softcap)
+
+
+class _HeadCrossEntropy(torch.autograd.Function):
+    """Cross-entropy through a frozen LM head in one pass over its weight, in fp32.
+
+    The plain path reads the 262k × 640 head twice a step (logits, then the hidden states'
+    gradient), at CPU memory speed: ~20% of a TNEWS LoRA step. Here each block of HEAD_BLOCK rows
+    is read once and used for both, with a running log-sum-exp (as flash attention's online
+    softmax): d loss / d h = Σ_v softmax_v · W_v − W_target, each term scaled by the softcapping's
+    derivative when the model has one. The same loss and gradient as the plain path, in a
+    different summation order.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, softcap):
+        h = hidden.float()
+        rows = h.shape[0]
+        running_max = torch.full((rows, 1), -math.inf, device=h.device)
+        total = torch.zeros((rows, 1), device=h.device)
+        weighted = torch.zeros_like(h)  # Σ exp(z_v − running_max) · dz_v/dh, so far
+        want_grad = ctx.needs_input_grad[0]
+        for start in range(0, weight.shape[0], HEAD_BLOCK):
+            block = weight[start : start + HEAD_BLOCK].float()
+            logits = h @ block.T
+            if softcap:
+                logits = torch.tanh(logits / softcap) * softcap
+            new_max = torch.maximum(running_max, logits.amax(1, keepdim=True))
+            rescale = torch.exp(running_max - new_max)
+            exps = torch.exp(logits - new_max)
+            total = total * rescale + exps.sum(1, keepdim=True)
+            if want_grad:
+                if softcap:
+                    exps = exps * (1 - (logits / softcap) ** 2)
+                weighted = weighted * rescale + exps @ block
+            running_max = new_max
+        target_rows = weight[targets].float()
+        target_logits = (h * target_rows).sum(1)
+        if softcap:
+            target_logits = torch.tanh(target_logits / softcap) * softcap
+        loss = (running_max.squeeze(1) + torch.log(total.squeeze(1)) - target_logits).mean()
+        if want_grad:
+            if softcap:
+                target_rows = target_rows * (1 - (target_logits / softcap) ** 2)[:, None]
+            ctx.save_for_backward(((weighted / total - target_rows) / rows).to(hidden.dtype))
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        (grad_hidden,) = ctx.saved_tensors
+        return grad_loss * grad_hidden, None, None, None
 
 
 def batch_loss(lm, batch: list[tuple], pad_id: int, device: str) -> tuple[torch.Tensor, int]:
-    """`answer_loss` of a batch, with the prompt prefix every example shares computed once.
+    """`answer_loss` of a batch, computed on packed rows that share their common prompt prefix.
 
-    A spec's prompts all start with the same instruction (on TNEWS ~45 of ~66 tokens), so the
-    batch runs that prefix once, repeats its KV cache (gradients flow back through the repeat)
-    and runs only each example's own tokens after it: the same loss, with ~2.5× fewer tokens
-    through the network on TNEWS.
+    A spec's prompts all start with the same instruction (on TNEWS ~45 of ~66 tokens). The batch
+    becomes one sequence: that prefix once, then each example's own tokens, with an attention mask
+    that lets each example see the prefix and itself only, and positions that restart after the
+    prefix for each. Same loss and gradients as the padded batch, with ~2.5× fewer tokens through
+    the network on TNEWS, no padding, and full-width matmuls (running the prefix alone, at batch 1,
+    then repeating its KV cache was 1.12× slower a step: bench/RESULTS.md). Packs stop at
+    PACK_TOKENS (and the model's sliding window, which the mask then never needs), and an example
+    longer than that alone takes the padded path.
     """
-    prefix = shared_prefix_length([ids for ids, _ in batch], min(n_prompt for _, n_prompt in batch) - 1)
-    if len(batch) == 1 or prefix < MIN_SHARED_PREFIX:
+    if lm.config._attn_implementation not in ("sdpa", "eager"):  # the two that take a custom 4D mask
         return answer_loss(lm, *collate(batch, pad_id, device))
-    decoder = lm.get_decoder()
-    cache = decoder(input_ids=torch.tensor([batch[0][0][:prefix]], device=device), use_cache=True).cache
-    ids, mask, targets = collate([(ids[prefix:], n_prompt - prefix) for ids, n_prompt in batch], pad_id, device)
-    hidden = after_prefix(decoder, cache, prefix, ids, mask)[0].last_hidden_state
-    return _loss_at_answers(lm, hidden, targets)
+    prefix = shared_prefix_length([ids for ids, _ in batch], min(n_prompt for _, n_prompt in batch) - 1)
+    limit = min(PACK_TOKENS, getattr(lm.config, "sliding_window", None) or PACK_TOKENS)
+    total, count = 0.0, 0
+    for rows in _packs([len(ids) - prefix for ids, _ in batch], prefix, limit):
+        if len(rows) == 1 and len(batch[rows[0]][0]) > limit:
+            loss, n = answer_loss(lm, *collate([batch[rows[0]]], pad_id, device))
+        else:
+            loss, n = _packed_loss(lm, [batch[row] for row in rows], prefix, device)
+        total, count = total + loss * n, count + n
+    return total / count, count
+
+
+def _packs(own_lengths: list[int], prefix: int, limit: int) -> list[list[int]]:
+    """Consecutive rows grouped so that prefix + their own tokens fit in `limit` (a row at least)."""
+    packs: list[list[int]] = []
+    size = 0
+    for row, length in enumerate(own_lengths):
+        if not packs or size + length > limit:
+            packs.append([])
+            size = prefix
+        packs[-1].append(row)
+        size += length
+    return packs
+
+
+def _packed_loss(lm, batch: list[tuple], prefix: int, device: str) -> tuple[torch.Tensor, int]:
+    tokens, positions, owner, targets = list(batch[0][0][:prefix]), list(range(prefix)), [-1] * prefix, [-100] * prefix
+    for row, (ids, n_prompt) in enumerate(batch):
+        own = ids[prefix:]
+        tokens += own
+        positions += range(prefix, prefix + len(own))
+        owner += [row] * len(own)
+        # position i predicts token i + 1: the answer's tokens (and end of turn), never the next row's first
+        targets += [own[i + 1] if n_prompt - prefix <= i + 1 < len(own) else -100 for i in range(len(own))]
+    owner_t = torch.tensor(owner, device=device)
+    visible = (owner_t[None, :] == -1) | (owner_t[None, :] == owner_t[:, None])
+    visible &= torch.ones_like(visible).tril()
+    if lm.config._attn_implementation == "eager":  # an additive mask
+        visible = torch.zeros(visible.shape, dtype=lm.dtype, device=device).masked_fill(~visible, torch.finfo(lm.dtype).min)
+    hidden = lm.get_decoder()(
+        input_ids=torch.tensor([tokens], device=device),
+        position_ids=torch.tensor([positions], device=device),
+        attention_mask=visible[None, None],
+    ).last_hidden_state[0]
+    targets_t = torch.tensor(targets, device=device)
+    scored = targets_t != -100
+    return answer_cross_entropy(lm, hidden[scored], targets_t[scored]), int(scored.sum())
 
 
 def epoch_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:

@@ -103,7 +103,7 @@ def test_interrupted_job_resumes_to_the_same_weights(tiny_model, registry, tmp_p
 
     provider, job = new_job(tiny_model, registry, tmp_path)
     calls = {"n": 0}
-    real_loss = training.answer_loss
+    real_loss = training.batch_loss
 
     def dies_on_sixth_step(*args):
         calls["n"] += 1
@@ -111,13 +111,13 @@ def test_interrupted_job_resumes_to_the_same_weights(tiny_model, registry, tmp_p
             raise KeyboardInterrupt
         return real_loss(*args)
 
-    monkeypatch.setattr(training, "answer_loss", dies_on_sixth_step)
+    monkeypatch.setattr(training, "batch_loss", dies_on_sixth_step)
     with pytest.raises(KeyboardInterrupt):
         provider.drive(job.id, Console(quiet=True))
     record = registry.record(job.id)
     assert record["status"] == "interrupted" and record["step"] == 5
     assert provider.job(job.id).fine_tuned_model == record["model_id"]  # usable at once
-    monkeypatch.setattr(training, "answer_loss", real_loss)
+    monkeypatch.setattr(training, "batch_loss", real_loss)
 
     from runner.providers.local import LocalProvider
 
@@ -203,7 +203,7 @@ def test_a_training_failure_marks_the_job_failed(tiny_model, registry, tmp_path,
     def broken(*args):
         raise ValueError("shapes do not match")
 
-    monkeypatch.setattr(training, "answer_loss", broken)
+    monkeypatch.setattr(training, "batch_loss", broken)
     with pytest.raises(RuntimeFailure, match="failed: ValueError: shapes do not match") as caught:
         provider.drive(job.id, Console(quiet=True))
     assert caught.value.exit_code == EXIT_RUNTIME
@@ -211,25 +211,34 @@ def test_a_training_failure_marks_the_job_failed(tiny_model, registry, tmp_path,
     assert done.status == "failed" and done.error == "ValueError: shapes do not match"
 
 
-def test_shared_prefix_loss_and_gradients_equal_the_plain_loss(tiny_model):
-    """batch_loss runs the prompt prefix once and repeats its KV cache: same loss, same LoRA gradients."""
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("pack_tokens", [512, 40])
+def test_packed_loss_and_gradients_equal_the_standard_loss(tiny_model, monkeypatch, attention, pack_tokens):
+    """batch_loss packs the shared prompt prefix and each row's own tokens into one sequence: the
+    same loss and LoRA gradients as transformers' own `labels=` loss on the padded batch. With
+    40-token packs the batch splits into several packs, and its longest row takes the padded path."""
     from peft import LoraConfig, get_peft_model
 
+    from runner import training
     from runner.lm import shared_prefix_length
     from runner.providers.local import LocalProvider
-    from runner.training import answer_loss, batch_loss, collate, encode
 
     provider = LocalProvider(str(tiny_model))
     instruction = "对给定文本进行分类，类别包括：科技、金融、娱乐、世界、汽车。\n\n给定文本：\n"
-    texts = [("芯片发布会今天举行", "科技"), ("股市大涨", "金融"), ("新款手机发布了吗", "科技")]
+    texts = [("芯片发布会今天举行", "科技"), ("股市大涨", "金融"), ("新款手机发布了吗" * 4, "科技"), ("看电影", "娱乐")]
     conversations = [
         [{"role": "user", "content": f"{instruction}{text}\n类别："}, {"role": "assistant", "content": answer}]
         for text, answer in texts
     ]
-    batch = encode(provider.loaded, conversations, 256)
-    assert shared_prefix_length([ids for ids, _ in batch], 10**6) >= 8  # the shared path is taken
+    batch = training.encode(provider.loaded, conversations, 256)
+    prefix = shared_prefix_length([ids for ids, _ in batch], 10**6)
+    own = [len(ids) - prefix for ids, _ in batch]
+    if pack_tokens == 40:
+        assert len(training._packs(own, prefix, 40)) >= 3 and max(len(ids) for ids, _ in batch) > 40
+    monkeypatch.setattr(training, "PACK_TOKENS", pack_tokens)
     lm = get_peft_model(provider.lm, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     lm = lm.get_base_model()
+    lm.set_attn_implementation(attention)
     lm.train()
     pad = provider.tokenizer.pad_token_id
 
@@ -239,11 +248,53 @@ def test_shared_prefix_loss_and_gradients_equal_the_plain_loss(tiny_model):
         loss.backward()
         return float(loss.detach()), [p.grad.clone() for p in lm.parameters() if p.requires_grad]
 
-    plain_loss, plain_grads = gradients(lambda: answer_loss(lm, *collate(batch, pad, "cpu"))[0])
-    shared_loss, shared_grads = gradients(lambda: batch_loss(lm, batch, pad, "cpu")[0])
-    assert shared_loss == pytest.approx(plain_loss, rel=1e-4)
-    for plain, shared in zip(plain_grads, shared_grads, strict=True):
-        torch.testing.assert_close(shared, plain, rtol=1e-3, atol=1e-6)
+    ids, mask, targets = training.collate(batch, pad, "cpu")
+    standard_loss, standard_grads = gradients(lambda: lm(input_ids=ids, attention_mask=mask, labels=targets).loss)
+    packed_loss, packed_grads = gradients(lambda: training.batch_loss(lm, batch, pad, "cpu")[0])
+    assert packed_loss == pytest.approx(standard_loss, rel=1e-4)
+    for standard, packed in zip(standard_grads, packed_grads, strict=True):
+        torch.testing.assert_close(packed, standard, rtol=1e-3, atol=1e-4 * float(standard.abs().max()))
+
+
+def test_packs_fill_up_to_the_limit():
+    from runner.training import _packs
+
+    assert _packs([10, 10, 10, 30, 5], prefix=20, limit=50) == [[0, 1, 2], [3], [4]]
+    assert _packs([60, 5], prefix=20, limit=50) == [[0], [1]]  # a row over the limit alone
+
+
+@pytest.mark.parametrize("softcap", [None, 30.0])
+def test_one_pass_head_loss_equals_the_plain_cross_entropy(softcap):
+    """The LoRA path's LM-head loss (blocks of the head, running log-sum-exp) gives the plain
+    cross-entropy's loss and hidden-state gradient; a trainable or LoRA-wrapped head takes the plain path."""
+    from types import SimpleNamespace
+
+    from runner import training
+
+    torch.manual_seed(0)
+    vocab = 2 * training.HEAD_BLOCK + 123  # two whole blocks and a partial one
+    head = torch.nn.Linear(16, vocab, bias=False).requires_grad_(False)
+    torch.nn.init.normal_(head.weight, std=2.0)  # logits spread wide enough for the softcap to bend them
+    lm = SimpleNamespace(get_output_embeddings=lambda: head, config=SimpleNamespace(final_logit_softcapping=softcap))
+    hidden = torch.randn(7, 16, requires_grad=True)
+    targets = torch.tensor([0, 5, vocab - 1, training.HEAD_BLOCK, 17, 17, 3000])
+
+    def loss_and_grad(loss_of):
+        hidden.grad = None
+        loss = loss_of()
+        loss.backward()
+        return loss.detach(), hidden.grad.clone()
+
+    plain = loss_and_grad(lambda: torch.nn.functional.cross_entropy(training.output_logits(lm, hidden), targets))
+    one_pass = loss_and_grad(lambda: training.answer_cross_entropy(lm, hidden, targets))
+    torch.testing.assert_close(one_pass[0], plain[0])
+    torch.testing.assert_close(one_pass[1], plain[1])
+    with torch.no_grad():  # validation: the loss alone
+        torch.testing.assert_close(training.answer_cross_entropy(lm, hidden, targets), plain[0])
+    head.weight.requires_grad_(True)  # full fine-tuning: the head's own gradient is needed
+    loss = training.answer_cross_entropy(lm, hidden, targets)
+    loss.backward()
+    assert head.weight.grad is not None
 
 
 def test_shared_prefix_length():
