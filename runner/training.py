@@ -367,7 +367,7 @@ class Trainer:
                         losses = []
         except KeyboardInterrupt:
             if losses:
-                self._checkpoint(lm, optimizer, step, losses)
+                self._checkpoint(lm, optimizer, step, losses, validate=False)  # stop now, not after scoring
             record["status"] = "interrupted"
             self.registry.save(record)
             self.registry.add_event(record, f"Interrupted at step {step}; run again to resume from the checkpoint")
@@ -425,7 +425,7 @@ class Trainer:
             self._epochs = {epoch: epoch_batches(lengths, self.plan.batch_size, self.plan.seed * 1000 + epoch)}
         return [self.train_set[i] for i in self._epochs[epoch][index]]
 
-    def _checkpoint(self, lm, optimizer, step: int, losses: list[float]) -> None:
+    def _checkpoint(self, lm, optimizer, step: int, losses: list[float], validate: bool = True) -> None:
         name = f"step-{step:06d}"
         target = self.folder / "checkpoints" / name
         target.mkdir(parents=True, exist_ok=True)
@@ -437,7 +437,7 @@ class Trainer:
             self.saver.save_pretrained(target)  # the PeftModel saves the adapter only
         torch.save(optimizer.state_dict(), target / "optimizer.pt")
         metrics: dict[str, Any] = {"step": step, "train_loss": round(float(np.mean(losses)), 4)}
-        if self.validation:
+        if self.validation and validate:
             metrics.update(self._validate(lm))
         self.record["checkpoints"].append({"id": name, "step": step, "metrics": metrics})
         self.registry.save(self.record)
