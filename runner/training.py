@@ -8,8 +8,11 @@ How spec settings map (documented in the README and the schema):
   fine_tune.local           method, lora_rank, lora_alpha, lora_dropout, lora_targets, lora_layers (the last
                             N decoder layers, or all), max_seq_len, checkpoint_every (steps)
 The loss covers only the assistant answer (+ end of turn), and the 262k-wide LM head is computed
-only at those positions: on a 2-core CPU that is most of the difference between ~1 s and ~10 s a
-step. bf16 weights, fp32 adapters; the GPU is used when torch sees one.
+only at those positions, in one pass over its weight (`answer_cross_entropy`); a batch runs as one
+packed sequence whose shared prompt prefix goes through the network once (`batch_loss`). Together
+on a 2-core CPU: ~1.3 s a TNEWS step of 8, against ~2.7 s before and ~6.3 s with transformers'
+`labels=` loss. bf16 weights where the hardware has bf16, fp32 adapters; the GPU is used when torch
+sees one.
 """
 
 from __future__ import annotations
