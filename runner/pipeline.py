@@ -202,7 +202,7 @@ def _manifest(spec: Spec, run: RunFolder, identity: dict, splits: Splits, limit:
             "eval": len(splits.eval),
         },
         "spec": spec.doc,
-        "environment": environment(),
+        "environment": environment(spec.path),
         "models": {},
         "stage_seconds": {},
     }

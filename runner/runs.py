@@ -325,30 +325,25 @@ class _DirectoryLock:
             os.close(self.fd)
 
 
-def git_commit() -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=PROJECT_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+def git_commit(folder: Path) -> str | None:
+    """HEAD of the git repository holding `folder`, with -dirty when a tracked file differs; None outside git."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=5, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    if head is None:
         return None
-    if result.returncode != 0:
-        return None
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return result.stdout.strip() + ("-dirty" if dirty else "")
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def environment() -> dict[str, Any]:
+def environment(spec_path: Path) -> dict[str, Any]:
+    """Versions for the manifest. `git_commit` is the spec's repository, where a team versions its
+    experiments; `specrun_commit` is specrun's own checkout (None when installed from a wheel)."""
     versions = {}
     for package in PACKAGES:
         try:
@@ -359,6 +354,7 @@ def environment() -> dict[str, Any]:
         "specrun": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "git_commit": git_commit(),
+        "git_commit": git_commit(spec_path.resolve().parent),
+        "specrun_commit": git_commit(PROJECT_ROOT),
         "packages": versions,
     }

@@ -204,3 +204,25 @@ def test_appends_from_many_threads_never_interleave_or_truncate_each_other(tmp_p
     assert sorted(row["id"] for row in rows) == sorted(f"{n}-{i}" for n in range(6) for i in range(20))
     assert all(row["text"] == big for row in rows)
     run.close()
+
+
+def test_manifest_commit_is_the_spec_repository_not_specrun(tmp_path):
+    """A team versions its specs in its own repository: that is the commit a report must name."""
+    from runner.runs import environment
+
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    (outside / "spec.yaml").write_text("name: x\n")
+    assert environment(outside / "spec.yaml")["git_commit"] is None
+
+    project = tmp_path / "project"
+    project.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-C", str(project)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (project / "spec.yaml").write_text("name: x\n")
+    subprocess.run([*git, "add", "spec.yaml"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "spec"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert environment(project / "spec.yaml")["git_commit"] == head
+    (project / "spec.yaml").write_text("name: y\n")  # an uncommitted edit to the spec
+    assert environment(project / "spec.yaml")["git_commit"] == head + "-dirty"
