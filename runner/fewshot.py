@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 
 from runner import cache_root
-from runner.tasks import Example
+from runner.tasks import Embed, Example
 
 
 def choose_shots(
     config: dict[str, Any],
     pool: list[Example],
     items: list[Example],
-    embed: Callable[[list[str]], np.ndarray] | None,
+    embed: Embed | None,
     stratum: Callable[[Example], str] = lambda example: "",
 ) -> dict[str, list[Example]]:
     """{eval example id: its k examples from the pool}, most similar first for `similar`.
@@ -36,8 +36,7 @@ def choose_shots(
     take = partial(_take, pool=pool, k=k, balance=config["balance"], stratum=stratum)
     if config["strategy"] == "random":
         return {item.id: take(_random_order(len(pool), config, item.id)) for item in items}
-    vectors = embed([e.text for e in pool] + [e.text for e in items]) if embed else tfidf_vectors(pool, items)
-    pool_vectors, item_vectors = vectors[: len(pool)], vectors[len(pool) :]
+    pool_vectors, item_vectors = (embed or tfidf_vectors)([e.text for e in pool], [e.text for e in items])
     similarity = item_vectors @ pool_vectors.T
     shots = {}
     for row, item in enumerate(items):
@@ -69,13 +68,13 @@ def _take(order, pool: list[Example], k: int, balance: bool, stratum: Callable[[
     return chosen
 
 
-def tfidf_vectors(pool: list[Example], items: list[Example]) -> np.ndarray:
+def tfidf_vectors(pool: list[str], items: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """L2-normalised char 1-2-gram TF-IDF, fitted on the pool."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vectorizer = TfidfVectorizer(analyzer="char", ngram_range=(1, 2), sublinear_tf=True)
-    vectorizer.fit([e.text for e in pool])
-    return vectorizer.transform([e.text for e in pool] + [e.text for e in items]).toarray()
+    vectorizer.fit(pool)
+    return vectorizer.transform(pool).toarray(), vectorizer.transform(items).toarray()
 
 
 class EmbeddingCache:
@@ -111,25 +110,30 @@ class EmbeddingCache:
         self.db.commit()
 
 
-def llm_embedder(provider, progress: Callable[[int], None] | None = None) -> Callable[[list[str]], np.ndarray]:
-    """Cached mean-pooled upper-layer states of a local model, centred and L2-normalised."""
+def llm_embedder(provider, progress: Callable[[int], None] | None = None) -> Embed:
+    """Cached mean-pooled upper-layer states of a local model, centred on the reference texts' mean
+    and L2-normalised: an item's vector depends on the pool (or train split) and itself, never on
+    the other items being embedded, the way TF-IDF is fitted on the pool alone."""
     cache = EmbeddingCache(f"{provider.identity.get('sha256', provider.model)}:upper-mean-nobos")
 
-    def embed(texts: list[str]) -> np.ndarray:
+    def vectors(texts: list[str]) -> np.ndarray:
         known = cache.get_many(texts)
         missing = list(dict.fromkeys(t for t in texts if t not in known))
         if progress and len(known):
             progress(len(texts) - len(missing))
         for start in range(0, len(missing), 32):
             batch = missing[start : start + 32]
-            vectors = provider.embed(batch)
-            fresh = dict(zip(batch, vectors, strict=True))
+            fresh = dict(zip(batch, provider.embed(batch), strict=True))
             cache.put_many(fresh)
             known.update(fresh)
             if progress:
                 progress(len(batch))
-        matrix = np.stack([known[t] for t in texts]).astype(np.float64)
-        matrix -= matrix.mean(axis=0, keepdims=True)  # the shared direction says nothing about topic
-        return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-9)
+        return np.stack([known[t] for t in texts]).astype(np.float64)
+
+    def embed(reference: list[str], others: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        matrix = vectors(reference + others)
+        matrix -= matrix[: len(reference)].mean(axis=0, keepdims=True)  # the shared direction says nothing about topic
+        matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-9)
+        return matrix[: len(reference)], matrix[len(reference) :]
 
     return embed

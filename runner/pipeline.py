@@ -343,19 +343,18 @@ def _few_shot_prompts(
     """Choose each eval item's examples (recorded in few_shot.json) and return its prompt builder.
 
     When the validation split is answered too (calibration and the ensemble are fitted on it), its
-    items get shots in a call of their own, so the eval items' shots are the same with or without it.
+    items get shots as well; an item's shots depend on the pool and itself alone, so the eval
+    items' shots are the same with or without it.
     """
     config = spec.doc["few_shot"]
     validation = splits.validation if with_validation else []
     embed = None
     if config["strategy"] == "similar" and config["embedding"] == "llm":
         model = base() if spec.provider["name"] == "local" else open_provider({"name": "local", "model": "gemma-3-270m", "batch_size": 8})
-        texts = 2 * len(splits.train) + len(splits.eval) + len(validation) if validation else len(splits.train) + len(splits.eval)
+        texts = len(splits.train) + len(splits.eval) + len(validation)
         bar = progress.add_task(f"few_shot: embed {texts} texts", total=texts)
         embed = llm_embedder(model, lambda n: progress.advance(bar, n))
-    shots = choose_shots(config, splits.train, splits.eval, embed, task.stratum)
-    if validation:
-        shots.update(choose_shots(config, splits.train, validation, embed, task.stratum))
+    shots = choose_shots(config, splits.train, splits.eval + validation, embed, task.stratum)
     run.write_json("few_shot.json", {item: [e.id for e in chosen] for item, chosen in shots.items()})
 
     def messages_for(example: Example) -> list[dict[str, str]]:

@@ -72,11 +72,11 @@ class CountingModel:
 def test_llm_embeddings_are_cached_by_model_and_text(tmp_path, monkeypatch):
     monkeypatch.setenv("SPECRUN_CACHE", str(tmp_path))
     model = CountingModel()
-    first = llm_embedder(model)([e.text for e in POOL])
+    first, _ = llm_embedder(model)([e.text for e in POOL], [])
     assert len(model.embedded) == len(POOL)
-    again = llm_embedder(model)([e.text for e in POOL] + ["新文本"])
+    pool, new = llm_embedder(model)([e.text for e in POOL], ["新文本"])
     assert model.embedded[len(POOL) :] == ["新文本"]  # only the new text was computed
-    assert first.shape == (7, 3) and np.allclose(np.linalg.norm(again, axis=1), 1)
+    assert first.shape == (7, 3) and np.allclose(np.linalg.norm(np.vstack([pool, new]), axis=1), 1)
     assert EmbeddingCache("other-model").get_many([POOL[0].text]) == {}
 
 
@@ -120,3 +120,14 @@ def test_few_shot_mode_in_the_pipeline(tmp_path, monkeypatch):
     assert sum("例：" in prompt for prompt in seen) == 6  # the few-shot prompts, not the zero-shot ones
     metrics = json.loads((folder / "metrics.json").read_text())
     assert {"zero_shot", "few_shot", "few_shot_uncalibrated", "baseline"} <= set(metrics)
+
+
+def test_an_items_llm_vector_depends_on_the_pool_and_itself_not_on_other_items(tmp_path, monkeypatch):
+    """Centred on the pool's mean alone, as TF-IDF is fitted on the pool: a run's eval lines never
+    move each other's vectors, so an item's shots do not change with what else is evaluated."""
+    monkeypatch.setenv("SPECRUN_CACHE", str(tmp_path))
+    embed = llm_embedder(CountingModel())
+    pool = [e.text for e in POOL]
+    _, alone = embed(pool, ["芯片芯片"])
+    _, among = embed(pool, ["芯片芯片", "球球球球球球球球球球球球球球球球球球球球球"])
+    assert np.allclose(alone[0], among[0])

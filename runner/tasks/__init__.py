@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 Where = Callable[..., str]  # spec.where: key path -> "spec.yaml:12: key.path"
+Embed = Callable[[list[str], list[str]], "tuple[np.ndarray, np.ndarray]"]
+"""(reference texts, other texts) -> their vectors, normalised using the reference texts alone."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class Task(ABC):
         validation: list[Example],
         evaluation: list[Example],
         scored: dict[str, Scored],
-        embedder: Callable[[str, int], Callable[[list[str]], Any]],
+        embedder: Callable[[str, int], Embed],
     ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
         """Rows that combine the modes' outputs with classical models (an ensemble, a probe on the LLM's
         hidden states), and what was chosen for them; none by default. `embedder(what, n_texts)`

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from runner.errors import InvalidInput
-from runner.tasks import Decoded, Example, Scored, Task, Where, pct_ci
+from runner.tasks import Decoded, Embed, Example, Scored, Task, Where, pct_ci
 from runner.tasks.classification.baseline import baseline_predictions, baseline_probabilities, probe_predictions
 from runner.tasks.classification.combine import (
     Calibration,
@@ -190,7 +190,7 @@ class ClassificationTask(Task):
         validation: list[Example],
         evaluation: list[Example],
         scored: dict[str, Scored],
-        embedder: Callable[[str, int], Callable[[list[str]], Any]],
+        embedder: Callable[[str, int], Embed],
     ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
         """`ensemble`: the best-on-validation scoring mode + TF-IDF; `probe`: LR on the LLM's hidden states."""
         labels = list(self.labels)
@@ -218,8 +218,7 @@ class ClassificationTask(Task):
             }
         if options["probe"]:
             embed = embedder("probe", len(train) + len(evaluation))
-            features = embed([example.text for example in [*train, *evaluation]])  # one call: one centring
-            train_features, eval_features = features[: len(train)], features[len(train) :]
+            train_features, eval_features = embed([e.text for e in train], [e.text for e in evaluation])
             rows["probe"] = probe_predictions(train_features, [e.gold for e in train], eval_features)
             choices["probe"] = {"features": "mean hidden state 5/6 of the way up", "train_lines": len(train)}
         return rows, choices
