@@ -226,7 +226,7 @@ def check_gates(
             )
         else:
             result["note"] = "compared point values: " + (unpaired or "no per-example statistics for a paired bootstrap")
-        results.append(_decide(result, gate, differences))
+        results.append(_decide(result, gate, differences, len(left_stats) if differences is not None else 0))
     return results
 
 
@@ -241,17 +241,26 @@ def _against_number(
     elif (row.get("ci95") or {}).get(gate.metric):
         low, high = row["ci95"][gate.metric]
         result["difference_ci95"] = [round(low - right, 6), round(high - right, 6)]
-    return _decide(result, gate, differences)
+    return _decide(result, gate, differences, len(row_stats) if differences is not None else 0)
 
 
-def _decide(result: dict[str, Any], gate: Gate, differences: np.ndarray | None) -> dict[str, Any]:
-    """passed, and how sure: the point comparison, then (95%) or the within-noise flag."""
+def _decide(result: dict[str, Any], gate: Gate, differences: np.ndarray | None, examples: int) -> dict[str, Any]:
+    """passed, and how sure: the point comparison, then (95%) or the within-noise flag.
+
+    `examples` is the number of eval examples the bootstrap resampled."""
     passed = bool(OPS[gate.op](result["left"], result["right"]))
     if differences is not None:
         result["difference_ci95"] = stats.interval(differences)
     if gate.confidence is not None:
         result["confidence"] = gate.confidence
-        if differences is not None:
+        needed = stats.fewest_examples(gate.confidence)
+        if differences is not None and examples < needed:
+            passed = False
+            result["note"] = (
+                f"{examples} eval examples cannot show a difference at {100 * gate.confidence:g}% confidence "
+                f"(at least {needed}: even all of them going one way happens by chance 1 time in {2**examples})"
+            )
+        elif differences is not None:
             passed = passed and stats.holds(differences, gate.op, gate.confidence)
         else:
             result.setdefault("note", "compared point values: no per-example statistics for a paired bootstrap")

@@ -493,3 +493,19 @@ def test_against_a_matrix_folder_from_another_directory_reads_its_relative_cell_
     (matrix / "matrix.json").write_text(json.dumps({"cells": cells}))
     err = cli_error(capsys, ["run", str(spec), "--against", str(matrix), "--out", str(tmp_path / "out2")])
     assert "cannot read its cells" in err
+
+
+def test_a_confidence_gate_on_a_handful_of_examples_does_not_hold(tmp_path):
+    """4 of 4 examples going one way gives every bootstrap resample the same sign; an exact sign test
+    still leaves chance 1 in 16. The 95% claim needs at least 5 examples, whatever the bootstrap says."""
+    for n, holds in ((4, False), (5, True)):
+        (tmp_path / str(n)).mkdir()
+        run = Rows(tmp_path / str(n), ["accuracy > baseline.accuracy (95%)", "accuracy > 0.5 (95%)"], n=n)
+        run.add("zero_shot", np.ones(n, dtype=bool))
+        run.add("baseline", np.zeros(n, dtype=bool))
+        rows, number = run.gates()
+        assert rows["difference_ci95"] == [1.0, 1.0]  # the bootstrap alone would call it certain
+        assert rows["passed"] is holds and number["passed"] is holds
+        if not holds:
+            assert "4 eval examples cannot show a difference at 95% confidence (at least 5" in describe_gate(rows)
+    assert stats.fewest_examples(0.95) == 5 and stats.fewest_examples(0.99) == 7 and stats.fewest_examples(0.5) == 1
