@@ -357,6 +357,23 @@ def test_labels_with_dollar_signs_are_drawn_as_written_not_as_mathtext():
     assert "$\\undefined{x}$" in bars
 
 
+def test_cjk_labels_are_drawn_as_written_without_glyph_warnings():
+    """They were drawn as #1, #2...; the SVG keeps text as text, so the browser draws them with its CJK font."""
+    import warnings
+
+    from runner.outputs.plots import confusion_heatmap, score_bars
+
+    labels = ["科技", "国际金融市场", "news_world", "bad\x00label"]
+    matrix = [[2, 0, 1, 0], [0, 3, 0, 0], [1, 0, 2, 0], [0, 0, 0, 1]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Glyph ... missing from font" would be raised here
+        svg = confusion_heatmap({"labels": labels, "matrix": matrix}, "zero_shot")
+        bars = score_bars({label: {"precision": 0.5, "recall": 0.5, "f1": 0.5} for label in labels}, "zero_shot", "class")
+    for figure in (svg, bars):
+        assert ">科技</text>" in figure and ">国际金融市场</text>" in figure and ">news_world</text>" in figure
+        assert ">#4</text>" in figure and "bad" not in figure  # unprintable: its row number
+
+
 def test_a_plotting_failure_degrades_to_a_note(tmp_path, monkeypatch):
     def broken(*args):
         raise RuntimeError("no plotting today")

@@ -3,9 +3,11 @@
 Why matplotlib: it is maintained, renders offline with no browser or JavaScript (the figure is in
 the file, so the page opens anywhere, forever), and needs no system packages; SVG keeps the page
 small and sharp. Figures are made with `matplotlib.figure.Figure` directly, not pyplot, and styled
-per call with rc_context, so no global backend or setting is changed. Text in a figure is kept ASCII (DejaVu Sans, shipped with matplotlib,
-has no CJK glyphs and no font is downloaded): a non-ASCII label is drawn as its number and the
-table beside the figure names it.
+per call with rc_context, so no global backend or setting is changed. Text stays text in the SVG
+(svg.fonttype none): a CJK label is drawn by the reader's browser, which falls back to a CJK font as
+it does for the page. matplotlib measures it with DejaVu Sans, which has no CJK glyphs; its warnings
+about them are silenced, and the figure is padded for the wider glyphs the browser draws. Only a
+label that cannot be printed (control characters) is drawn as its number, #1, #2...
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import functools
 import io
 import re
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -40,15 +43,16 @@ def styled(draw: Callable[..., str]) -> Callable[..., str]:
     def wrapper(*args: Any) -> str:
         import matplotlib
 
-        with matplotlib.rc_context(STYLE):
+        with matplotlib.rc_context(STYLE), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
             return draw(*args)
 
     return wrapper
 
 
-def ascii_labels(labels: list[str]) -> list[str]:
-    """Labels as a figure may draw them: ASCII ones as they are, others as #1, #2... (their table row)."""
-    return [label if label.isascii() and label.isprintable() else f"#{i}" for i, label in enumerate(labels, 1)]
+def drawable_labels(labels: list[str]) -> list[str]:
+    """Labels as a figure draws them: as written, or #1, #2... (their table row) when unprintable."""
+    return [label if label.isprintable() else f"#{i}" for i, label in enumerate(labels, 1)]
 
 
 def _svg(figure: Any, title: str) -> str:
@@ -70,7 +74,7 @@ def confusion_heatmap(confusion: dict[str, Any], row: str) -> str:
     import numpy as np
     from matplotlib.figure import Figure
 
-    labels = ascii_labels([str(label) for label in confusion["labels"]])
+    labels = drawable_labels([str(label) for label in confusion["labels"]])
     counts = np.array(confusion["matrix"], dtype=float)
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
@@ -103,7 +107,7 @@ def score_bars(items: dict[str, dict[str, Any]], row: str, what: str) -> str:
     import numpy as np
     from matplotlib.figure import Figure
 
-    labels = ascii_labels(list(items))
+    labels = drawable_labels(list(items))
     x = np.arange(len(labels))
     width = 0.27
     figure = Figure(figsize=(max(6.0, 0.75 * len(labels) + 2), 3.6))
