@@ -29,7 +29,11 @@ LABELS = "科技、金融、娱乐、世界、汽车、运动、文化、军事�
 
 
 def write_examples(path: Path, n: int, unique: bool = True) -> None:
-    rows = [json.loads(line) for line in (PROJECT_ROOT / "data" / "tnews" / "tnews.json").read_text("utf-8").split("\n") if line]
+    rows = [
+        json.loads(line)
+        for line in (PROJECT_ROOT / "data" / "tnews" / "tnews.json").read_text("utf-8").split("\n")
+        if line
+    ]
     with path.open("w", encoding="utf-8") as out:
         for i in range(n):
             row = rows[i % len(rows)]
@@ -100,7 +104,9 @@ def main() -> None:
     parser.add_argument("--model", default="gpt-4o-mini")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=["cookbook", "batch_api", "check"])
-    parser.add_argument("--cycled", action="store_true", help="cycle the 8,000 TNEWS headlines instead of making each unique")
+    parser.add_argument(
+        "--cycled", action="store_true", help="cycle the 8,000 TNEWS headlines instead of making each unique"
+    )
     args = parser.parse_args()
     encoding_for_model(args.model).encode("warm up")
     with tempfile.TemporaryDirectory() as folder:

@@ -57,7 +57,11 @@ def main() -> None:
             "batch_size": 8,
             "seed": 42,
             "validation_file": provider.upload(valid),
-            "local": {"lora_rank": 8, "lora_layers": layers if layers == "all" else int(layers), "checkpoint_every": 10**6},
+            "local": {
+                "lora_rank": 8,
+                "lora_layers": layers if layers == "all" else int(layers),
+                "checkpoint_every": 10**6,
+            },
         }
         job = provider.create_job(provider.upload(train), settings)
         started = time.perf_counter()

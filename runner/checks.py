@@ -326,7 +326,9 @@ def summary_lines(checks: dict[str, Any]) -> list[str]:
         f"{checks['n_valid']}/{checks['n_examples']} examples well-formed ({checks['encoding']}, {checks['model']})"
     ]
     if checks.get("n_legacy_converted"):
-        lines.append(f"{checks['n_legacy_converted']} legacy prompt/completion lines checked as chat (user → assistant)")
+        lines.append(
+            f"{checks['n_legacy_converted']} legacy prompt/completion lines checked as chat (user → assistant)"
+        )
     for category, found in checks["format_errors"].items():
         lines.append(f"format error {category}: {found['count']} (lines {', '.join(map(str, found['lines'][:5]))})")
     for warning, count in checks["warnings"].items():

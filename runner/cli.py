@@ -139,7 +139,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from runner.checks import check_target_kind
 
         if check_target_kind(args.target) == "data":  # by suffix, then content: never a spec read as data
-            return _check_jsonl(args.target, args.model or "gpt-4o-mini-2024-07-18", args.overrides, args.out, args.json)
+            return _check_jsonl(
+                args.target, args.model or "gpt-4o-mini-2024-07-18", args.overrides, args.out, args.json
+            )
     from runner.matrix import read_matrix
 
     matrix = read_matrix(args.target if args.command == "check" else args.spec, args.overrides)
@@ -195,7 +197,8 @@ def _matrix(matrix: Matrix, args: argparse.Namespace) -> int:
         return validate_matrix(matrix, args.overrides, console)
     if args.command == "check":
         raise InvalidInput(
-            "a matrix spec's cells are checked by specrun run; check one with run --dry-run --only", where=str(matrix.path)
+            "a matrix spec's cells are checked by specrun run; check one with run --dry-run --only",
+            where=str(matrix.path),
         )
     if args.limit is not None and args.limit < 1:
         raise InvalidInput("--limit must be at least 1")

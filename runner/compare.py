@@ -78,7 +78,9 @@ def find_labelled_runs(targets: list[str]) -> dict[Path, str | None]:
             elif not match.exists():
                 raise InvalidInput("no such run folder", where=str(match))
             else:
-                raise InvalidInput("not a run folder (no manifest.json) nor a matrix folder (no matrix.json)", where=str(match))
+                raise InvalidInput(
+                    "not a run folder (no manifest.json) nor a matrix folder (no matrix.json)", where=str(match)
+                )
     return found
 
 
@@ -251,7 +253,11 @@ def render_html(comparison: Comparison) -> str:
         body.append(_html_table(header, rows, numeric_from=2))
     body.append("<h2>Spec keys that differ between these runs</h2>")
     body.append(_html_table(*_diff_rows(comparison), numeric_from=99) if comparison.differing else "<p>None.</p>")
-    body.append("<ul>" + "".join(f"<li>{e(run.label)}: <code>{e(str(run.path))}</code></li>" for run in comparison.runs) + "</ul>")
+    body.append(
+        "<ul>"
+        + "".join(f"<li>{e(run.label)}: <code>{e(str(run.path))}</code></li>" for run in comparison.runs)
+        + "</ul>"
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>specrun comparison</title>'
         f"<style>{HTML_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"

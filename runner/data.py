@@ -130,7 +130,11 @@ def make_splits(spec: Spec, task: Task | None = None, limit: int | None = None) 
         path = section.get("path", spec.data.get("path"))
         if path not in pools:
             main = path == spec.data.get("path")
-            fmt = section.get("format") or (spec.data.get("format") if main else None) or FORMAT_BY_SUFFIX.get(Path(path).suffix.lower(), "jsonl")
+            fmt = (
+                section.get("format")
+                or (spec.data.get("format") if main else None)
+                or FORMAT_BY_SUFFIX.get(Path(path).suffix.lower(), "jsonl")
+            )
             examples, excluded = load_examples(task, path, fmt, "" if main else f"{Path(path).name}:")
             pools[path] = examples
             labelled.extend(examples)
@@ -151,7 +155,10 @@ def make_splits(spec: Spec, task: Task | None = None, limit: int | None = None) 
     evaluation = chosen["eval"][:limit] if limit is not None else chosen["eval"]
     validation = chosen.get("validation", [])
     if "validation" in chosen and not validation:
-        raise InvalidInput("splits.validation holds no examples; give it some or leave it out", where=spec.where("splits", "validation"))
+        raise InvalidInput(
+            "splits.validation holds no examples; give it some or leave it out",
+            where=spec.where("splits", "validation"),
+        )
     validation = validation[:limit] if limit is not None else validation  # --limit is a smoke run: no 300-line fits
     if not chosen["train"] or not evaluation:
         raise InvalidInput(

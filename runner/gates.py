@@ -138,8 +138,10 @@ def _find_run(path: Path, spec: Spec) -> AgainstRun:
             )
         named = done
     newest = max(named, key=lambda run: (str(run.manifest.get("started", "")), str(run.path)))
-    newest.chosen = f"the newest succeeded run of {name!r} among {len(named)} below {path}" if len(named) > 1 else (
-        f"the only run below {path}"
+    newest.chosen = (
+        f"the newest succeeded run of {name!r} among {len(named)} below {path}"
+        if len(named) > 1
+        else f"the only run below {path}"
     )
     return newest
 
@@ -225,7 +227,9 @@ def check_gates(
                 left_stats, right_stats, task.aggregate, gate.metric, right_metric, gate.offset
             )
         else:
-            result["note"] = "compared point values: " + (unpaired or "no per-example statistics for a paired bootstrap")
+            result["note"] = "compared point values: " + (
+                unpaired or "no per-example statistics for a paired bootstrap"
+            )
         results.append(_decide(result, gate, differences, len(left_stats) if differences is not None else 0))
     return results
 

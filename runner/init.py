@@ -315,7 +315,9 @@ def render_spec(guess: Guess, name: str, data_path: str, template: str) -> str:
             f"# {len(guess.counts)} labels found (rows each); give numeric or cryptic labels real words.",
             "labels:",
         ]
-        lines += [f"  {_key(label)}: {_scalar(words[label])}   # {count}" for label, count in guess.counts.most_common()]
+        lines += [
+            f"  {_key(label)}: {_scalar(words[label])}   # {count}" for label, count in guess.counts.most_common()
+        ]
     else:
         lines += [
             "",
@@ -361,7 +363,11 @@ def render_spec(guess: Guess, name: str, data_path: str, template: str) -> str:
         "  modes: [zero_shot]               # also few_shot, fine_tuned",
         f"  baseline: true                   # {'char TF-IDF + logistic regression' if classification else 'a character CRF'} on the same train split",
         "  gates: []                        # e.g. "
-        + ("['accuracy >= 0.4', 'zero_shot.macro_f1 > baseline.macro_f1']" if classification else "['entity_f1 >= 0.3']"),
+        + (
+            "['accuracy >= 0.4', 'zero_shot.macro_f1 > baseline.macro_f1']"
+            if classification
+            else "['entity_f1 >= 0.3']"
+        ),
         "",
     ]
     return "\n".join(lines)
@@ -369,12 +375,12 @@ def render_spec(guess: Guess, name: str, data_path: str, template: str) -> str:
 
 CLASSIFICATION_TEMPLATES = {
     False: (
-        "Classify the text into one of these categories: {{ labels | join(\", \") }}.\n\n"
+        'Classify the text into one of these categories: {{ labels | join(", ") }}.\n\n'
         "{% for example in examples %}Text: {{ example.text }}\nCategory: {{ example.label }}\n\n"
         "{% endfor %}Text: {{ text }}\nCategory:"
     ),
     True: (
-        "对给定文本进行分类，类别包括：{{ labels | join(\"、\") }}。\n\n"
+        '对给定文本进行分类，类别包括：{{ labels | join("、") }}。\n\n'
         "{% for example in examples %}给定文本：\n{{ example.text }}\n类别：{{ example.label }}\n\n"
         "{% endfor %}给定文本：\n{{ text }}\n类别："
     ),

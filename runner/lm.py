@@ -193,7 +193,9 @@ def _continuations(model: LoadedModel, cache, mask, lengths, answer_ids, longer)
     prompt_mask = mask.repeat_interleave(n_longer, dim=0)
     full_mask = torch.cat([prompt_mask, torch.ones_like(feed)], dim=1)
     positions = lengths.repeat_interleave(n_longer)[:, None] + torch.arange(width, device=device)
-    hidden = lm.get_decoder()(input_ids=feed, attention_mask=full_mask, position_ids=positions, cache=cache).last_hidden_state
+    hidden = lm.get_decoder()(
+        input_ids=feed, attention_mask=full_mask, position_ids=positions, cache=cache
+    ).last_hidden_state
     logits = output_logits(lm, hidden[valid])
     picked = torch.zeros(valid.shape, dtype=logits.dtype, device=device)
     picked[valid] = logits.gather(-1, target[valid][:, None]).squeeze(-1) - logits.logsumexp(-1)

@@ -227,9 +227,7 @@ def runs_of(out_dir: Path, name: str, identity: dict[str, Any]) -> list[tuple[Pa
 def finished_run(out_dir: Path, name: str, identity: dict[str, Any]) -> Path | None:
     """The newest succeeded run folder with this identity (and its metrics, when it evaluated)."""
     for folder, manifest in runs_of(out_dir, name, identity):
-        if manifest.get("status") == "succeeded" and (
-            "eval" not in identity["stages"] or _metrics(folder) is not None
-        ):
+        if manifest.get("status") == "succeeded" and ("eval" not in identity["stages"] or _metrics(folder) is not None):
             return folder
     return None
 
@@ -314,7 +312,9 @@ def _run_cell(
             gates = check_gates(spec, _metrics(done) or {})
         gates = gates or []
         passed = all(g["passed"] for g in gates)
-        console.print(f"finished earlier: {escape(str(done))} (not run again); gates {'pass' if passed else '[red]FAIL[/]'}")
+        console.print(
+            f"finished earlier: {escape(str(done))} (not run again); gates {'pass' if passed else '[red]FAIL[/]'}"
+        )
         code = EXIT_OK if passed else EXIT_GATE_FAILED
         return {"status": "succeeded", "reused": True, "run": str(done), "exit_code": code, "gates": gates}
     try:
@@ -378,7 +378,9 @@ def _write_record(
     try:
         folder.mkdir(parents=True, exist_ok=True)
         _write(folder / "matrix.json", json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
-        labels = {Path(c["run"]).resolve(): c["label"] for c in cells if c["status"] == "succeeded" and "eval" in stages}
+        labels = {
+            Path(c["run"]).resolve(): c["label"] for c in cells if c["status"] == "succeeded" and "eval" in stages
+        }
         if labels:
             comparison = compare(list(labels), labels)
             _write(folder / "comparison.md", render_markdown(comparison))
@@ -421,7 +423,11 @@ def _dry_run(
         else:
             total += usd
         figures = [estimate.get(k) for k in ("examples", "prompt_tokens", "max_completion_tokens")]
-        table.add_row(Text(cell.label), *("—" if f is None else str(f) for f in figures), "unknown" if usd is None else f"{usd:.4f}")
+        table.add_row(
+            Text(cell.label),
+            *("—" if f is None else str(f) for f in figures),
+            "unknown" if usd is None else f"{usd:.4f}",
+        )
     console.print(table)
     note = f" (no price for {len(unknown)} cells: {'; '.join(unknown)})" if unknown else ""
     console.print(f"dry run: {len(cells)} cells, estimated total ≈ ${total:.4f}{escape(note)}")

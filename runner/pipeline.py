@@ -143,7 +143,9 @@ def run_spec(
             }
             models["fine_tuned"] = state["fine_tuned_model"]
         if "eval" in stages:
-            outcome.metrics, example_stats = _evaluate(spec, task, splits, prompts, run, console, manifest, models, cache)
+            outcome.metrics, example_stats = _evaluate(
+                spec, task, splits, prompts, run, console, manifest, models, cache
+            )
             outcome.gates = check_gates(spec, outcome.metrics, example_stats, task, splits.eval, against_run)
             manifest["gates"] = outcome.gates  # a matrix reusing this finished run reads its verdicts here
             if not all(gate["passed"] for gate in outcome.gates):
@@ -157,9 +159,7 @@ def run_spec(
         manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
         manifest["wall_seconds"] = round(time.perf_counter() - started, 1)
         run.write_json("manifest.json", manifest)
-        run.write_text(
-            "report.md", render_report(manifest, outcome.metrics, outcome.gates, outcome.checks, task)
-        )
+        run.write_text("report.md", render_report(manifest, outcome.metrics, outcome.gates, outcome.checks, task))
         write_outputs(run, manifest, outcome.metrics, outcome.gates, outcome.checks, task, say=console.print)
         run.close()  # release the folder's lock now, not when the process ends
     if outcome.metrics:
@@ -350,7 +350,11 @@ def _few_shot_prompts(
     validation = splits.validation if with_validation else []
     embed = None
     if config["strategy"] == "similar" and config["embedding"] == "llm":
-        model = base() if spec.provider["name"] == "local" else open_provider({"name": "local", "model": "gemma-3-270m", "batch_size": 8})
+        model = (
+            base()
+            if spec.provider["name"] == "local"
+            else open_provider({"name": "local", "model": "gemma-3-270m", "batch_size": 8})
+        )
         texts = len(splits.train) + len(splits.eval) + len(validation)
         bar = progress.add_task(f"few_shot: embed {texts} texts", total=texts)
         embed = llm_embedder(model, lambda n: progress.advance(bar, n))

@@ -355,6 +355,8 @@ def environment(spec_path: Path) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git_commit": git_commit(spec_path.resolve().parent),
-        "specrun_commit": git_commit(PROJECT_ROOT) if (PROJECT_ROOT / ".git").exists() else None,  # not a venv's parent repo
+        "specrun_commit": git_commit(PROJECT_ROOT)
+        if (PROJECT_ROOT / ".git").exists()
+        else None,  # not a venv's parent repo
         "packages": versions,
     }

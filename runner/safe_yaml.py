@@ -39,7 +39,9 @@ def load_yaml(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
     """
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_SPEC_BYTES:
-        raise InvalidInput(f"spec is {size:,} bytes; the limit is {MAX_SPEC_BYTES:,} (data belong in data files)", where=where)
+        raise InvalidInput(
+            f"spec is {size:,} bytes; the limit is {MAX_SPEC_BYTES:,} (data belong in data files)", where=where
+        )
     try:
         loader = _Loader(text)
         try:

@@ -31,7 +31,9 @@ GATE_PATTERN = re.compile(
     rf"(?:\s*(?P<sign>[-+])\s*(?P<offset>{NUMBER}))?"
     r"(?:\s*\(\s*(?P<confidence>[^()%]*?)\s*%\s*\))?\s*$"
 )
-GATE_SYNTAX = "'accuracy >= 0.4', 'fine_tuned.accuracy > zero_shot.accuracy + 0.02 (95%)', 'accuracy >= against.accuracy - 0.01'"
+GATE_SYNTAX = (
+    "'accuracy >= 0.4', 'fine_tuned.accuracy > zero_shot.accuracy + 0.02 (95%)', 'accuracy >= against.accuracy - 0.01'"
+)
 AGAINST = "against"  # the row prefix naming the run given with --against
 PATH_KEYS = ("path", "template")  # --set values under these keys are paths relative to the working directory
 
@@ -314,7 +316,9 @@ def _check_semantics(spec: Spec) -> None:
                 f"split {name} has no path of its own and data.path is not set", where=spec.where("splits", name)
             )
         if "take" not in split:
-            raise InvalidInput("take is required when the split has no path of its own", where=spec.where("splits", name))
+            raise InvalidInput(
+                "take is required when the split has no path of its own", where=spec.where("splits", name)
+            )
     if not Path(doc["prompt"]["template"]).is_file():
         raise InvalidInput(
             f"template file not found: {doc['prompt']['template']}", where=spec.where("prompt", "template")

@@ -117,7 +117,9 @@ def _too_big_power(operator: str, left: Any, right: Any) -> bool:
 
 class _NoLoader(jinja2.BaseLoader):
     def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str | None, None]:
-        raise jinja2.TemplateNotFound(f"{template} (a prompt template cannot include, import or extend other templates)")
+        raise jinja2.TemplateNotFound(
+            f"{template} (a prompt template cannot include, import or extend other templates)"
+        )
 
 
 class BoundedSandbox(SandboxedEnvironment):
@@ -128,7 +130,9 @@ class BoundedSandbox(SandboxedEnvironment):
     def __init__(self, **options: Any):
         super().__init__(loader=_NoLoader(), **options)
         self.globals["range"] = _range
-        del self.globals["lipsum"]  # generates text in a Python loop the step budget cannot see (lipsum(10**6): minutes)
+        del self.globals[
+            "lipsum"
+        ]  # generates text in a Python loop the step budget cannot see (lipsum(10**6): minutes)
         self.globals[_LOOP_GUARD] = _loop
         self.globals[_SIZE_GUARD] = _check_size
         self.filters = {name: _guard_filter(name, f) for name, f in self.filters.items()}
@@ -139,7 +143,11 @@ class BoundedSandbox(SandboxedEnvironment):
             raise SecurityError(f"{left} ** {right} is too large for a template")
         if operator == "*":
             for sequence, times in ((left, right), (right, left)):
-                if isinstance(sequence, str | list | tuple) and isinstance(times, int) and len(sequence) * times > MAX_OUTPUT_CHARS:
+                if (
+                    isinstance(sequence, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(sequence) * times > MAX_OUTPUT_CHARS
+                ):
                     raise SecurityError("repeating a string or list past the template limit")
         if operator == "%":
             _check_format(left)
@@ -231,7 +239,9 @@ def render(template: jinja2.Template, context: dict[str, Any], where: str) -> st
         raise InvalidInput(f"template error: {error.message}", where=_where(where, error)) from None
     except (jinja2.TemplateError, ArithmeticError, RecursionError, MemoryError) as error:
         message = (error.message if isinstance(error, jinja2.TemplateError) else None) or str(error)
-        kind = "template error" if isinstance(error, jinja2.TemplateError) else f"template error ({type(error).__name__})"
+        kind = (
+            "template error" if isinstance(error, jinja2.TemplateError) else f"template error ({type(error).__name__})"
+        )
         if isinstance(error, RecursionError):
             message = "recursion too deep (a macro calling itself?)"
         raise InvalidInput(f"{kind}: {message}", where=_where(where, error)) from None

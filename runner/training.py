@@ -251,7 +251,9 @@ def _packed_loss(lm, batch: list[tuple], prefix: int, device: str) -> tuple[torc
     visible = (owner_t[None, :] == -1) | (owner_t[None, :] == owner_t[:, None])
     visible &= torch.ones_like(visible).tril()
     if lm.config._attn_implementation == "eager":  # an additive mask
-        visible = torch.zeros(visible.shape, dtype=lm.dtype, device=device).masked_fill(~visible, torch.finfo(lm.dtype).min)
+        visible = torch.zeros(visible.shape, dtype=lm.dtype, device=device).masked_fill(
+            ~visible, torch.finfo(lm.dtype).min
+        )
     hidden = lm.get_decoder()(
         input_ids=torch.tensor([tokens], device=device),
         position_ids=torch.tensor([positions], device=device),

@@ -185,7 +185,11 @@ def test_probe_and_ensemble_rows_with_a_local_model(tmp_path, tmp_path_factory):
 
 def three_train_then(validation: int) -> dict:
     """Splits: the first 3 rows train, the next `validation` rows validation, the rest eval."""
-    return {"train": {"take": "first", "n": 3}, "validation": {"take": "first", "n": validation}, "eval": {"take": "rest"}}
+    return {
+        "train": {"take": "first", "n": 3},
+        "validation": {"take": "first", "n": validation},
+        "eval": {"take": "rest"},
+    }
 
 
 def test_dry_run_prices_the_validation_lines_that_will_be_answered(api, tmp_path, capsys):

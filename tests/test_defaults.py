@@ -24,7 +24,9 @@ def _get(doc: dict, path: tuple[str, ...]):
     return doc
 
 
-@pytest.mark.parametrize(("path", "default"), documented_defaults(SCHEMA), ids=lambda v: ".".join(v) if isinstance(v, tuple) else None)
+@pytest.mark.parametrize(
+    ("path", "default"), documented_defaults(SCHEMA), ids=lambda v: ".".join(v) if isinstance(v, tuple) else None
+)
 def test_schema_default_is_the_effective_value(tmp_path, path, default):
     overrides: dict = {".".join(path): DELETE}  # the fixture may set the key under test: leave it out
     if path[0] == "provider" and path[-1] in ("concurrency", "timeout_s", "max_retries"):
@@ -50,7 +52,10 @@ def _holds(value, default) -> bool:
 
 def test_training_reads_its_defaults_from_the_schema():
     assert plan({}, 100).local == local_defaults()
-    assert local_defaults()["lora_rank"] == SCHEMA["properties"]["fine_tune"]["properties"]["local"]["properties"]["lora_rank"]["default"]
+    assert (
+        local_defaults()["lora_rank"]
+        == SCHEMA["properties"]["fine_tune"]["properties"]["local"]["properties"]["lora_rank"]["default"]
+    )
 
 
 def test_dependent_defaults(tmp_path):

@@ -236,7 +236,14 @@ def test_guide_accepts_only_canonical_answers_with_substrings():
     good = '{"人名": ["叶老桂"], "公司": ["浙商银行"]}'
     assert guide.done(guide.advance(guide.START, good))
     assert guide.done(guide.advance(guide.START, "{}"))
-    for bad in ('{"人名": ["王"', '{"颜色"', '{"人名": []', '{"人名": ["叶老桂", "叶老桂"', "\n{", '{"人名": ["叶老桂"], "人名"'):
+    for bad in (
+        '{"人名": ["王"',
+        '{"颜色"',
+        '{"人名": []',
+        '{"人名": ["叶老桂", "叶老桂"',
+        "\n{",
+        '{"人名": ["叶老桂"], "人名"',
+    ):
         assert guide.advance(guide.START, bad) is None, bad
 
 
@@ -267,7 +274,11 @@ class GazetteerProvider:
         for conversation in conversations:
             text = conversation[-1]["content"].rsplit("文本：", 1)[1].split("\n", 1)[0]
             found = {name: [w for w in words if w in text] for name, words in self.GAZETTEER.items()}
-            answers.append(Completion("```json\n" + json.dumps({k: v for k, v in found.items() if v}, ensure_ascii=False) + "\n```"))
+            answers.append(
+                Completion(
+                    "```json\n" + json.dumps({k: v for k, v in found.items() if v}, ensure_ascii=False) + "\n```"
+                )
+            )
         return answers
 
 
@@ -279,7 +290,9 @@ def gazetteer(monkeypatch):
 
 
 def test_extraction_run_writes_metrics_predictions_and_report(tmp_path, gazetteer):
-    spec = write_ner_project(tmp_path, {"evaluation.gates": ["entity_f1 >= 0.5", "zero_shot.entity_f1 > baseline.entity_f1"]})
+    spec = write_ner_project(
+        tmp_path, {"evaluation.gates": ["entity_f1 >= 0.5", "zero_shot.entity_f1 > baseline.entity_f1"]}
+    )
     out = tmp_path / "runs"
     assert main(["run", str(spec), "--out", str(out)]) == 0
     (folder,) = list((out / "ner").iterdir())
@@ -355,7 +368,12 @@ def test_few_shot_extraction_shows_answers_of_train_examples(tmp_path, gazetteer
 
 def test_check_reads_legacy_prompt_completion_lines_as_chat(tmp_path, capsys):
     path = tmp_path / "legacy.jsonl"
-    rows = [{"prompt": "请抽取给定Text中的实体，实体包括人名和地名。\nText:张三去了北京\n", "completion": '{"人名": ["张三"], "地名": ["北京"]}'}]
+    rows = [
+        {
+            "prompt": "请抽取给定Text中的实体，实体包括人名和地名。\nText:张三去了北京\n",
+            "completion": '{"人名": ["张三"], "地名": ["北京"]}',
+        }
+    ]
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows * 3), encoding="utf-8")
     assert main(["check", str(path)]) == 0
     assert "3 legacy prompt/completion lines checked as chat" in capsys.readouterr().err

@@ -66,7 +66,15 @@ JSONISH = st.recursive(
 
 
 @settings(deadline=None, max_examples=400)
-@given(text=st.lists(st.sampled_from(["\n", "\n\n", " ", "/", "//", "。", ".", "x", "科技", "9", "'s", "\r\n", "\t", "🙂", "\u2028", "  "]), max_size=30).map("".join) | TRICKY_TEXT)
+@given(
+    text=st.lists(
+        st.sampled_from(
+            ["\n", "\n\n", " ", "/", "//", "。", ".", "x", "科技", "9", "'s", "\r\n", "\t", "🙂", "\u2028", "  "]
+        ),
+        max_size=30,
+    ).map("".join)
+    | TRICKY_TEXT
+)
 def test_token_counter_matches_encode_ordinary(text: str) -> None:
     for model in ("gpt-4o-mini", "gpt-4"):
         assert TokenCounter(model)(text) == len(encoding_for_model(model).encode_ordinary(text))
@@ -134,7 +142,10 @@ def test_generated_specs_exit_cleanly(case: tuple[dict[str, Any], str | None], d
 
 ROW = st.one_of(
     st.fixed_dictionaries(
-        {"sentence": SCALARS | JSONISH, "label_desc": st.sampled_from(["news_tech", "news_finance", "news_sports", "news_stock", "nope"]) | SCALARS}
+        {
+            "sentence": SCALARS | JSONISH,
+            "label_desc": st.sampled_from(["news_tech", "news_finance", "news_sports", "news_stock", "nope"]) | SCALARS,
+        }
     ),
     JSONISH,
 )
@@ -154,12 +165,16 @@ def test_generated_data_exits_cleanly(rows: list[Any], raw: list[bytes], fmt: st
         everything = good + rows
         path = root / f"data.{fmt}"
         if fmt == "jsonl":
-            body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in everything).encode("utf-8", "surrogatepass")
+            body = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in everything).encode(
+                "utf-8", "surrogatepass"
+            )
         elif fmt == "json":
             body = json.dumps(everything, ensure_ascii=False, indent=1).encode("utf-8", "surrogatepass")
         else:
             lines = ["sentence,label_desc"] + [
-                f"{json.dumps(r.get('sentence'), ensure_ascii=False)},{r.get('label_desc')}" if isinstance(r, dict) else str(r)
+                f"{json.dumps(r.get('sentence'), ensure_ascii=False)},{r.get('label_desc')}"
+                if isinstance(r, dict)
+                else str(r)
                 for r in everything
             ]
             body = "\n".join(lines).encode("utf-8", "surrogatepass")
@@ -228,18 +243,26 @@ MESSAGE = st.one_of(
 )
 EXAMPLE = st.one_of(st.fixed_dictionaries({"messages": st.lists(MESSAGE, max_size=4)}), JSONISH)
 WELL_FORMED = st.builds(
-    lambda question, answer: {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]},
+    lambda question, answer: {
+        "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    },
     TRICKY_TEXT.filter(bool),
     TRICKY_TEXT.filter(bool),
 )  # tricky text in a valid shape: U+2028, "/", newlines, BOMs must not change the counts or the verdict
 
 
 @QUICK
-@given(examples=st.lists(WELL_FORMED, max_size=10) | st.lists(EXAMPLE, max_size=10), junk=st.just([]) | st.lists(st.binary(max_size=30), max_size=2), name=st.sampled_from(["t.jsonl", "T.JSONL", "t.json", "t.txt", "t"]))
+@given(
+    examples=st.lists(WELL_FORMED, max_size=10) | st.lists(EXAMPLE, max_size=10),
+    junk=st.just([]) | st.lists(st.binary(max_size=30), max_size=2),
+    name=st.sampled_from(["t.jsonl", "T.JSONL", "t.json", "t.txt", "t"]),
+)
 def test_generated_chat_files_exit_cleanly(examples: list[Any], junk: list[bytes], name: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / name
-        body = "".join(json.dumps(example, ensure_ascii=False) + "\n" for example in examples).encode("utf-8", "surrogatepass")
+        body = "".join(json.dumps(example, ensure_ascii=False) + "\n" for example in examples).encode(
+            "utf-8", "surrogatepass"
+        )
         path.write_bytes(body + b"\n".join(junk))
         code = cli("check", str(path))
         assert code in (0, 2)
@@ -268,7 +291,10 @@ def test_a_torn_append_loses_only_the_torn_row(rows: list[dict], cut: int, more:
         cut %= len(data) + 1
         path.write_bytes(data[:cut])  # what a kill in the middle of the write leaves
         complete = data[:cut].count(b"\n")
-        whole_tail = cut < len(data) and data[:cut].rsplit(b"\n", 1)[-1] == json.dumps(rows[complete], ensure_ascii=False).encode()
+        whole_tail = (
+            cut < len(data)
+            and data[:cut].rsplit(b"\n", 1)[-1] == json.dumps(rows[complete], ensure_ascii=False).encode()
+        )
         kept = run.read_jsonl("out.jsonl")
         assert kept[:complete] == rows[:complete]
         assert len(kept) in (complete, complete + 1)
@@ -296,9 +322,20 @@ def remote_spec(root: Path, api: FakeAPI, n_per_label: int = 3, **overrides: Any
     rows = [
         {"sentence": f"{text}（{i}）", "label_desc": label}
         for i in range(n_per_label)
-        for label, text in (("news_tech", "苹果发布新款手机芯片"), ("news_finance", "股市今日大涨"), ("news_sports", "国足两球小胜对手"))
+        for label, text in (
+            ("news_tech", "苹果发布新款手机芯片"),
+            ("news_finance", "股市今日大涨"),
+            ("news_sports", "国足两球小胜对手"),
+        )
     ]
-    provider = {"name": "openai_compatible", "model": "gpt-4o-mini", "base_url": api.openai_url, "api_key_env": "OPENAI_API_KEY_HOSTILE", "timeout_s": 5, "concurrency": 2}
+    provider = {
+        "name": "openai_compatible",
+        "model": "gpt-4o-mini",
+        "base_url": api.openai_url,
+        "api_key_env": "OPENAI_API_KEY_HOSTILE",
+        "timeout_s": 5,
+        "concurrency": 2,
+    }
     spec = {
         "provider": provider,
         "evaluation.method": "generate",
@@ -323,7 +360,9 @@ def test_generated_remote_runs_exit_cleanly(api: FakeAPI, gates: list[str], max_
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         spec = remote_spec(
-            root, api, **{"evaluation.gates": gates, "provider.params": {"max_tokens": max_tokens, "temperature": temperature}}
+            root,
+            api,
+            **{"evaluation.gates": gates, "provider.params": {"max_tokens": max_tokens, "temperature": temperature}},
         )
         os.environ["SPECRUN_CACHE"] = str(root / "cache")
         try:

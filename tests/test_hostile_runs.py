@@ -25,8 +25,18 @@ def api(monkeypatch, tmp_path):
 
 
 def remote_spec(root: Path, api: FakeAPI) -> Path:
-    provider = {"name": "openai_compatible", "model": "gpt-4o-mini", "base_url": api.openai_url, "api_key_env": "RUNS_TEST_KEY"}
-    overrides = {"provider": provider, "evaluation.method": "generate", "evaluation.calibration": "none", "evaluation.baseline": False}
+    provider = {
+        "name": "openai_compatible",
+        "model": "gpt-4o-mini",
+        "base_url": api.openai_url,
+        "api_key_env": "RUNS_TEST_KEY",
+    }
+    overrides = {
+        "provider": provider,
+        "evaluation.method": "generate",
+        "evaluation.calibration": "none",
+        "evaluation.baseline": False,
+    }
     return write_project(root, overrides)
 
 

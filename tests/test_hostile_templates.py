@@ -59,7 +59,11 @@ HOSTILE = {
     "str.join": ("{{ (text * 100).join(range(100000) | map('string')) }}", "join would build", 1),
     "str.replace": ("{{ (text * 1000).replace('l', text * 1000) }}", "replace would build", 1),
     "zfill": ("{{ text.zfill(10 ** 7) }}", "larger than the template limit", 1),
-    "squaring": ("{% set ns = namespace(n=3) %}{% for i in range(99) %}{% set ns.n = ns.n * ns.n %}{% endfor %}", "bits", 1),
+    "squaring": (
+        "{% set ns = namespace(n=3) %}{% for i in range(99) %}{% set ns.n = ns.n * ns.n %}{% endfor %}",
+        "bits",
+        1,
+    ),
 }
 
 
@@ -84,9 +88,15 @@ def test_a_hostile_template_is_one_invalid_input_naming_template_and_line(name):
         ("{% for i in range(3) %}{{ loop.index }}{% if loop.last %}!{% endif %}{% endfor %}", "123!"),
         ("{{ range(4) | map('string') | join(',') }}", "0,1,2,3"),
         ("{{ ','.join(range(3) | map('string')) }}{{ text.replace('l', 'L') }}", "0,1,2heLLo"),
-        ("{% for x in [[1, [2]], 3] recursive %}{% if x is iterable %}{{ loop(x) }}{% else %}{{ x }}{% endif %}{% endfor %}", "123"),
+        (
+            "{% for x in [[1, [2]], 3] recursive %}{% if x is iterable %}{{ loop(x) }}{% else %}{{ x }}{% endif %}{% endfor %}",
+            "123",
+        ),
         ("{{ 'ab' * 3 }}{{ 2 ** 10 }}{{ 7 // 2 }}{{ 'x' ~ 'y' }}", "ababab10243xy"),
-        ("{{ '{} views'.format(record.n) }} {{ none | default(record.n, true) }} {{ '%d' | format(record.n) }}", "12000000 views 12000000 12000000"),
+        (
+            "{{ '{} views'.format(record.n) }} {{ none | default(record.n, true) }} {{ '%d' | format(record.n) }}",
+            "12000000 views 12000000 12000000",
+        ),
     ],
 )
 def test_ordinary_templates_render_as_before(source, expected):

@@ -13,10 +13,18 @@ from runner.cli import main
 from tests.conftest import ROOT
 
 AG_NEWS = [  # an AG News sample: label, title, description
-    ("World", "Talks resume in Geneva", "Negotiators returned to the table on Monday after a week-long pause in talks."),
+    (
+        "World",
+        "Talks resume in Geneva",
+        "Negotiators returned to the table on Monday after a week-long pause in talks.",
+    ),
     ("Sports", "Late goal lifts United", "A stoppage-time header gave United a narrow win over their city rivals."),
     ("Business", "Oil prices climb", "Crude rose for a third day as supply worries outweighed signs of slower demand."),
-    ("Sci/Tech", "New chip doubles speed", "The processor runs twice as fast while drawing less power, the maker said."),
+    (
+        "Sci/Tech",
+        "New chip doubles speed",
+        "The processor runs twice as fast while drawing less power, the maker said.",
+    ),
 ] * 5
 
 
@@ -122,7 +130,9 @@ def test_existing_files_are_kept_without_force(tmp_path, capsys):
 
 
 def test_two_equally_likely_label_fields_ask_for_the_flag(tmp_path, capsys):
-    rows = [{"text": f"sentence {i} about something", "label": "ab"[i % 2], "category": "xyz"[i % 3]} for i in range(12)]
+    rows = [
+        {"text": f"sentence {i} about something", "label": "ab"[i % 2], "category": "xyz"[i % 3]} for i in range(12)
+    ]
     data = tmp_path / "both.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     assert init(data, "--out", tmp_path) == 2

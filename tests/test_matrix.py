@@ -60,13 +60,18 @@ def test_labels_read_back_as_their_values_and_slugs_are_file_names(tmp_path):
 
 
 def test_only_picks_cells_and_a_value_outside_the_matrix_is_an_error(tmp_path):
-    matrix = read_matrix(matrix_project(tmp_path, {"few_shot.k": [2, 4, 8], "evaluation.calibration": ["none", "mean"]}))
+    matrix = read_matrix(
+        matrix_project(tmp_path, {"few_shot.k": [2, 4, 8], "evaluation.calibration": ["none", "mean"]})
+    )
     assert [c.label for c in select(matrix, ["few_shot.k=4"])] == [
         "few_shot.k=4,evaluation.calibration=none",
         "few_shot.k=4,evaluation.calibration=mean",
     ]
     picked = select(matrix, ["few_shot.k=2", "few_shot.k=8", "evaluation.calibration=mean"])
-    assert [c.label for c in picked] == ["few_shot.k=2,evaluation.calibration=mean", "few_shot.k=8,evaluation.calibration=mean"]
+    assert [c.label for c in picked] == [
+        "few_shot.k=2,evaluation.calibration=mean",
+        "few_shot.k=8,evaluation.calibration=mean",
+    ]
     with pytest.raises(InvalidInput, match=r"3 is not one of few_shot.k's values \(2, 4, 8\)"):
         select(matrix, ["few_shot.k=3"])
     assert select(matrix, ["few_shot.k=4.0"]) == select(matrix, ["few_shot.k=4"])  # one number, as the schema sees it
@@ -98,7 +103,10 @@ def spec_line(spec: Path, text: str) -> int:
     ("matrix", "message"),
     [
         ({"few_shot.kk": [1, 2]}, "matrix cell few_shot.kk=1: {spec}:{line}: few_shot.kk: unknown key 'kk'"),
-        ({"few_shot.k": [2, 0]}, "matrix cell few_shot.k=0: {spec}:{line}: few_shot.k: 0 is less than the minimum of 1"),
+        (
+            {"few_shot.k": [2, 0]},
+            "matrix cell few_shot.k=0: {spec}:{line}: few_shot.k: 0 is less than the minimum of 1",
+        ),
         (
             {"evaluation.calibration": ["none", "mean"]},  # the project generates: mean needs scores
             "matrix cell evaluation.calibration=mean: {spec}:{line}: evaluation.calibration: calibration needs method: score",
@@ -161,7 +169,10 @@ def test_too_many_cells_is_an_error(tmp_path):
 def test_set_of_a_matrix_key_is_an_error_and_of_another_key_applies_to_every_cell(tmp_path, capsys):
     spec = matrix_project(tmp_path, {"few_shot.k": [2, 4]})
     assert main(["validate", str(spec), "--set", "few_shot.k=3"]) == 2
-    assert "--set few_shot.k changes a key this matrix varies; pick cells with --only few_shot.k=VALUE" in capsys.readouterr().err
+    assert (
+        "--set few_shot.k changes a key this matrix varies; pick cells with --only few_shot.k=VALUE"
+        in capsys.readouterr().err
+    )
     assert main(["validate", str(spec), "--set", "few_shot={k: 3}"]) == 2  # a parent of a matrix key clashes too
     assert main(["validate", str(spec), "--set", "splits.train.n=4"]) == 0
     assert capsys.readouterr().err.count("4 train") == 2

@@ -368,7 +368,9 @@ def test_cjk_labels_are_drawn_as_written_without_glyph_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "Glyph ... missing from font" would be raised here
         svg = confusion_heatmap({"labels": labels, "matrix": matrix}, "zero_shot")
-        bars = score_bars({label: {"precision": 0.5, "recall": 0.5, "f1": 0.5} for label in labels}, "zero_shot", "class")
+        bars = score_bars(
+            {label: {"precision": 0.5, "recall": 0.5, "f1": 0.5} for label in labels}, "zero_shot", "class"
+        )
     for figure in (svg, bars):
         assert ">科技</text>" in figure and ">国际金融市场</text>" in figure and ">news_world</text>" in figure
         assert ">#4</text>" in figure and "bad" not in figure  # unprintable: its row number

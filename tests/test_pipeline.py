@@ -80,7 +80,9 @@ def test_run_writes_the_whole_run_folder(tmp_path, fake_model):
     assert json.loads((folder / "checks.json").read_text())["n_valid"] == 3
     report = (folder / "report.md").read_text()
     assert "## Results (6 eval examples)" in report and "accuracy >= 0.5" in report
-    assert "The best LLM row, zero_shot (100.0% accuracy), beats the best TF-IDF+LR baseline, baseline (66.7%)" in report
+    assert (
+        "The best LLM row, zero_shot (100.0% accuracy), beats the best TF-IDF+LR baseline, baseline (66.7%)" in report
+    )
 
 
 def test_failed_gate_exits_1_and_says_so(tmp_path, fake_model):
@@ -173,7 +175,9 @@ def test_dry_run_prices_label_scoring_by_label(tmp_path, capsys):
     provider = {"name": "openai_compatible", "model": "gpt-4o-mini", "base_url": "http://127.0.0.1:9/v1"}
 
     def prompt_tokens(method: str) -> int:
-        spec = write_project(tmp_path, {"provider": provider, "evaluation.method": method, "evaluation.calibration": "none"})
+        spec = write_project(
+            tmp_path, {"provider": provider, "evaluation.method": method, "evaluation.calibration": "none"}
+        )
         assert main(["run", str(spec), "--dry-run", "--out", str(tmp_path / "runs")]) == 0
         return int(re.search(r"would send (\d+) prompt tokens", capsys.readouterr().err).group(1))
 

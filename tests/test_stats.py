@@ -51,7 +51,9 @@ def extraction_case(tmp_path, seed: int, n: int = 120):
     examples, predicted = [], []
     for i in range(n):
         # the last type is never gold, only guessed: macro-F1 must leave it out, as entity_metrics does
-        gold = tuple(sorted({Entity(s, s + 2, types[rng.integers(len(types) - 1)], "xx") for s in rng.integers(0, 8, 2)}))
+        gold = tuple(
+            sorted({Entity(s, s + 2, types[rng.integers(len(types) - 1)], "xx") for s in rng.integers(0, 8, 2)})
+        )
         spans = [[e.type, e.start, e.end] for e in gold if rng.random() < 0.6]
         spans += [[types[rng.integers(len(types))], int(s), int(s) + 1] for s in rng.integers(0, 8, rng.integers(0, 2))]
         invalid = rng.random() < 0.1
@@ -272,7 +274,6 @@ def test_a_number_gate_inside_the_rows_interval_is_within_noise(tmp_path):
     assert not sure["passed"] and sure["confidence"] == 0.95
 
 
-
 @pytest.fixture
 def keyword_model(monkeypatch):
     from tests.test_pipeline import KeywordProvider
@@ -446,9 +447,7 @@ def test_against_a_matrix_folder_takes_the_cell_with_this_specs_values(tmp_path,
     assert "a matrix of 2 finished cells and 0 with this spec's values" in err
 
 
-def test_against_reaches_every_cell_of_a_matrix_and_a_bad_one_is_one_exit_2_before_any_cell(
-    tmp_path, accepted, capsys
-):
+def test_against_reaches_every_cell_of_a_matrix_and_a_bad_one_is_one_exit_2_before_any_cell(tmp_path, accepted, capsys):
     """cli refused --against for a matrix although run_matrix passes it to every cell: a matrix with an
     against gate could never run. Now it is checked once before any cell, and a finished cell is reused
     only when its gates compared with the same run."""

@@ -25,7 +25,9 @@ from tests.conftest import ROOT
 RECIPE = ROOT / "examples" / "ci" / "github-actions.yml"
 RESOURCES = ["runner/resources/spec.schema.json", "runner/resources/summary.schema.json", "runner/resources/prices.yaml",
              "runner/resources/tiktoken/cl100k_base.tiktoken", "runner/resources/tiktoken/o200k_base.tiktoken"]  # fmt: skip
-CHAT = {"messages": [{"role": "user", "content": "Classify: stocks rally"}, {"role": "assistant", "content": "Business"}]}
+CHAT = {
+    "messages": [{"role": "user", "content": "Classify: stocks rally"}, {"role": "assistant", "content": "Business"}]
+}
 
 
 def recipe() -> tuple[dict[str, str], list[dict]]:

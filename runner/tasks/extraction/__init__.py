@@ -54,7 +54,9 @@ class ExtractionTask(Task):
                                    where=where("entities"))  # fmt: skip
         for entity_type in doc["data"].get("ignore_types", []):
             if entity_type in doc["entities"]:
-                raise InvalidInput(f"{entity_type!r} is both ignored and in entities", where=where("data", "ignore_types"))
+                raise InvalidInput(
+                    f"{entity_type!r} is both ignored and in entities", where=where("data", "ignore_types")
+                )
         evaluation = doc["evaluation"]
         if evaluation["method"] != "generate":
             raise InvalidInput("extraction answers are generated (method: generate); score ranks a closed label set",
@@ -209,7 +211,8 @@ class ExtractionTask(Task):
             ranked = sorted(found["errors"].items(), key=lambda item: -item[1])[:2]
             if ranked:
                 shown = "; ".join(
-                    f"{kind.replace('_', ' ')} ×{count}: " + ", ".join(f"「{x}」" for x in found["error_examples"][kind])
+                    f"{kind.replace('_', ' ')} ×{count}: "
+                    + ", ".join(f"「{x}」" for x in found["error_examples"][kind])
                     for kind, count in ranked
                 )
                 lines.append(f"- {self.names[entity_type]}: {shown}")
@@ -252,14 +255,14 @@ def _listed_entities(row: dict[str, Any], where: str) -> list[tuple[str, str, in
     for index, entity in enumerate(row.get("entities") or []):
         if not (isinstance(entity, dict) and isinstance(entity.get("type"), str) and isinstance(entity.get("text"), str)
                 and _is_span([entity.get("start"), entity.get("end")])):  # fmt: skip
-            raise InvalidInput(f"entities[{index}] must be {{type, text, start, end}} with integer offsets", where=where)
+            raise InvalidInput(
+                f"entities[{index}] must be {{type, text, start, end}} with integer offsets", where=where
+            )
         found.append((entity["type"], entity["text"], entity["start"], entity["end"]))
     return found
 
 
 def _is_span(span: Any) -> bool:
     return (
-        isinstance(span, list)
-        and len(span) == 2
-        and all(isinstance(x, int) and not isinstance(x, bool) for x in span)
+        isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in span)
     )

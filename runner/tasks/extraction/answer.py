@@ -131,9 +131,7 @@ def locate(parsed: dict[str, list[str]], text: str) -> tuple[set[tuple[str, int,
             occurrences += [(entity_type, start, start + len(string)) for start in found]
     spans = set()
     for entity_type, start, end in occurrences:
-        inside_longer = any(
-            s <= start and end <= e and (e - s) > (end - start) for _, s, e in occurrences
-        )
+        inside_longer = any(s <= start and end <= e and (e - s) > (end - start) for _, s, e in occurrences)
         if not inside_longer:
             spans.add((entity_type, start, end))
     return spans, hallucinated

@@ -147,7 +147,7 @@ def _classify(truth: set, guess: set, text: str) -> list[tuple[str, str, str]]:
             continue
         overlap = next((g for g in unmatched_truth if g[0] == entity_type and g[1] < end and start < g[2]), None)
         if overlap is not None:
-            found.append(("wrong_boundary", entity_type, f"{text[overlap[1]:overlap[2]]} → {text[start:end]}"))
+            found.append(("wrong_boundary", entity_type, f"{text[overlap[1] : overlap[2]]} → {text[start:end]}"))
             unmatched_truth.discard(overlap)
             continue
         found.append(("spurious", entity_type, text[start:end]))
