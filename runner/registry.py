@@ -196,7 +196,7 @@ def _why(error: BaseException) -> str:
 
 def _read_record(path: Path) -> dict[str, Any]:
     """A job.json, checked field by field; RuntimeFailure naming the file when it is damaged."""
-    advice = f"fix it, or delete the folder {path.parent} (specrun models delete)"
+    advice = f"fix it, or delete the folder {path.parent}"
     try:
         record = json.loads(path.read_bytes())
     except (OSError, ValueError, RecursionError) as error:
@@ -209,6 +209,11 @@ def _read_record(path: Path) -> dict[str, Any]:
             kinds = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
             problem = "is missing" if key not in record else f"is not {kinds}"
             raise RuntimeFailure(f"{path}: corrupt fine-tuning job record (field {key!r} {problem}); {advice}")
+    if record["model_id"] != path.parent.name:  # every path is built from it: it must name this folder
+        raise RuntimeFailure(
+            f"{path}: corrupt fine-tuning job record (field 'model_id' {record['model_id']!r} is not the name of "
+            f"its folder, {path.parent.name!r}); {advice}"
+        )
     for number, checkpoint in enumerate(record["checkpoints"]):
         if not (
             isinstance(checkpoint, dict)

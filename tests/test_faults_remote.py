@@ -491,6 +491,8 @@ def job_record(**changes: Any) -> dict[str, Any]:
         (json.dumps(job_record(created_at="yesterday")).encode(), "field 'created_at' is not int or float"),
         (json.dumps({k: v for k, v in job_record().items() if k != "model_id"}).encode(), "'model_id' is missing"),
         (json.dumps(job_record(checkpoints=[{"step": 1}])).encode(), "checkpoints[0]"),
+        (json.dumps(job_record(model_id="tiny-ft-renamed")).encode(), "is not the name of its folder"),
+        (json.dumps(job_record(model_id="")).encode(), "is not the name of its folder"),
     ],
 )
 def test_a_corrupt_registry_record_names_its_file(api, tmp_path, capfd, content, problem):
@@ -501,6 +503,19 @@ def test_a_corrupt_registry_record_names_its_file(api, tmp_path, capfd, content,
         assert main(argv) == 3
         err = capfd.readouterr().err
         assert str(folder / "job.json") in err and problem in err and "Traceback" not in err
+
+
+def test_models_delete_never_follows_a_model_id_out_of_its_folder(api, tmp_path, capfd):
+    """It deleted root / model_id: a job.json naming another folder (or "", the registry itself) lost that folder."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "important.txt").write_text("keep")
+    folder = tmp_path / "registry" / "evil"
+    folder.mkdir(parents=True)
+    (folder / "job.json").write_text(json.dumps(job_record(id="ftjob-evil", model_id=str(victim))))
+    assert main(["models", "delete", "ftjob-evil"]) == 3
+    assert "is not the name of its folder" in capfd.readouterr().err
+    assert (victim / "important.txt").is_file() and folder.is_dir()
 
 
 def test_corrupt_registry_events_name_file_and_line(api, tmp_path, capfd):
