@@ -38,7 +38,7 @@ from runner.errors import EXIT_GATE_FAILED, EXIT_OK, InvalidInput, RuntimeFailur
 from runner.gates import load_against, needs_against
 from runner.jsonl import read_text
 from runner.pipeline import STAGES, check_gates, prepare, run_identity, run_spec
-from runner.safe_yaml import load_yaml
+from runner.safe_yaml import load_value, load_yaml
 from runner.spec import Spec, load_spec
 
 MAX_CELLS = 64  # beyond this a matrix is a sweep; run it as several specs, or narrow it with --only
@@ -157,10 +157,7 @@ def select(matrix: Matrix, only: list[str]) -> list[Cell]:
             raise InvalidInput(f"--only {item!r}: write it as matrix.key=value")
         if key not in matrix.keys:
             raise InvalidInput(f"--only {item!r}: {key} is not a matrix key (matrix keys: {', '.join(matrix.keys)})")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        value = load_value(raw, f"--only {key}")
         if not any(_same(value, v) for v in matrix.keys[key]):
             values = ", ".join(value_text(v) for v in matrix.keys[key])
             raise InvalidInput(f"--only {item!r}: {value_text(value)} is not one of {key}'s values ({values})")

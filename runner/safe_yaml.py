@@ -20,7 +20,7 @@ import yaml
 from runner.errors import InvalidInput
 from runner.jsonl import read_text
 
-__all__ = ["MAX_NODES", "MAX_SPEC_BYTES", "load_yaml", "read_text"]
+__all__ = ["MAX_NODES", "MAX_SPEC_BYTES", "load_value", "load_yaml", "read_text"]
 
 MAX_SPEC_BYTES = 1_000_000  # a spec is settings; data belong in data files
 MAX_NODES = 100_000  # nodes in the document once every alias is expanded
@@ -63,6 +63,20 @@ def load_yaml(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
     except (ValueError, TypeError, OverflowError) as error:  # e.g. a date like 2024-13-45
         raise InvalidInput(f"invalid YAML value: {error}", where=where) from None
     return doc, lines
+
+
+def load_value(raw: str, where: str) -> Any:
+    """A command-line value (--set, --only) read as YAML under the same limits as a spec; text that
+    is not YAML at all stays the text as written, and an empty value is the empty string."""
+    if not raw.strip():
+        return ""
+    try:
+        yaml.compose(raw, Loader=_Loader)  # syntax only: aliases stay shared nodes, nothing is built
+    except yaml.YAMLError:
+        return raw
+    except RecursionError:
+        raise InvalidInput("YAML nested too deeply", where=where) from None
+    return load_yaml(raw, where)[0]
 
 
 def _line(node: yaml.Node) -> int:

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
 from runner.defaults import SCHEMA_PATH, apply_defaults
 from runner.errors import InvalidInput
 from runner.jsonl import read_text
-from runner.safe_yaml import load_yaml
+from runner.safe_yaml import load_value, load_yaml
 from runner.tasks import task_class
 from runner.tokens import encoding_name
 
@@ -29,7 +28,7 @@ GATE_PATTERN = re.compile(
     r"^\s*(?P<left>[A-Za-z_][\w.]*)\s*(?P<op>>=|<=|>|<|==)\s*"
     rf"(?P<right>[A-Za-z_][\w.]*|{NUMBER})"
     rf"(?:\s*(?P<sign>[-+])\s*(?P<offset>{NUMBER}))?"
-    r"(?:\s*\(\s*(?P<confidence>[^()%]*?)\s*%\s*\))?\s*$"
+    r"(?:\s*+\(\s*+(?P<confidence>[^()%\s]*+)\s*+%\s*+\))?\s*$"  # possessive: linear time on any text
 )
 GATE_SYNTAX = (
     "'accuracy >= 0.4', 'fine_tuned.accuracy > zero_shot.accuracy + 0.02 (95%)', 'accuracy >= against.accuracy - 0.01'"
@@ -189,6 +188,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None, cell: dict[s
     for key, value in (cell or {}).items():
         _apply_cell_value(doc, key, value, lines, f"{path}:{lines.get(('matrix', key), '?')}: matrix.{key}")
     spec = Spec(path=path.resolve(), doc=doc, lines=lines, overridden=overridden)
+    _text_keys(spec)
     _validate_schema(spec)
     if cell is not None:
         doc.pop("matrix", None)  # a cell's hash is its own: adding a value to the matrix leaves finished cells finished
@@ -203,10 +203,7 @@ def _apply_override(doc: dict, override: str, lines: dict[tuple, int]) -> tuple[
     key, sep, raw_value = override.partition("=")
     if not sep or not key.strip():
         raise InvalidInput(f"--set {override!r}: write it as dotted.key=value")
-    try:
-        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
-    except yaml.YAMLError:
-        value = raw_value
+    value = load_value(raw_value, f"--set {key.strip()}")
     parts = key.strip().split(".")
     target = doc
     for part in parts[:-1]:
@@ -214,7 +211,7 @@ def _apply_override(doc: dict, override: str, lines: dict[tuple, int]) -> tuple[
             raise InvalidInput(f"--set {override!r}: {part!r} is not a mapping in the spec")
         target = target.setdefault(part, {})
     if parts[-1] in PATH_KEYS and isinstance(value, str) and value:
-        value = str(Path(value).expanduser().resolve())
+        value = resolved(Path(value), f"--set {key.strip()}")
     target[parts[-1]] = value
     for path in [p for p in lines if p[: len(parts)] == tuple(parts)]:
         del lines[path]
@@ -249,6 +246,29 @@ def _non_finite(value: Any, path: tuple = ()) -> tuple | None:
     return None
 
 
+def _text_keys(spec: Spec) -> None:
+    """Label and entity-type keys are text, as dataset values are read: YAML reads `102: 科技` (TNEWS's
+    codes) as the number 102, which is taken as "102"; a key YAML reads as true, null or a float would
+    be guessed at, so it must be quoted."""
+    for section in ("labels", "entities"):
+        mapping = spec.doc.get(section)
+        if not isinstance(mapping, dict) or all(isinstance(key, str) for key in mapping):
+            continue
+        text: dict[str, Any] = {}
+        for key, value in mapping.items():
+            if not isinstance(key, str) and (isinstance(key, bool) or not isinstance(key, int)):
+                raise InvalidInput(
+                    f"key {key!r} is not text (YAML reads unquoted true, null and decimals as values); quote the key",
+                    where=spec.where(section, key),
+                )
+            if str(key) in text:
+                raise InvalidInput(f"key {str(key)!r} is written twice", where=spec.where(section, key))
+            text[str(key)] = value
+        spec.doc[section] = text
+        for path in [p for p in spec.lines if len(p) > 1 and p[0] == section and isinstance(p[1], int)]:
+            spec.lines[(section, str(path[1]), *path[2:])] = spec.lines.pop(path)
+
+
 def _validate_schema(spec: Spec) -> None:
     if (path := _non_finite(spec.doc)) is not None:
         raise InvalidInput("must be a finite number, not NaN or infinity", where=spec.where(*path))
@@ -260,7 +280,7 @@ def _validate_schema(spec: Spec) -> None:
     error = jsonschema.exceptions.best_match(errors)
     key_path = tuple(error.absolute_path)
     if error.validator == "additionalProperties":
-        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        unknown = sorted(set(error.instance) - set(error.schema.get("properties", {})), key=str)
         allowed = ", ".join(error.schema.get("properties", {}))
         message = f"unknown key {unknown[0]!r} (allowed here: {allowed})"
         key_path = (*key_path, unknown[0])
@@ -295,10 +315,18 @@ def _fill_defaults(spec: Spec) -> None:
     doc = spec.doc
     apply_defaults(doc, json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
     base = spec.path.parent
-    for section in (doc["data"], *doc["splits"].values()):
+    for keys, section in ((("data",), doc["data"]), *((("splits", n), v) for n, v in doc["splits"].items())):
         if "path" in section:
-            section["path"] = str((base / section["path"]).resolve())
-    doc["prompt"]["template"] = str((base / doc["prompt"]["template"]).resolve())
+            section["path"] = resolved(base / section["path"], spec.where(*keys, "path"))
+    doc["prompt"]["template"] = resolved(base / doc["prompt"]["template"], spec.where("prompt", "template"))
+
+
+def resolved(path: Path, where: str) -> str:
+    """The absolute path; a symlink loop or an unknown ~user is a user's error here, not a traceback later."""
+    try:
+        return str(path.expanduser().resolve())
+    except (RuntimeError, OSError) as error:
+        raise InvalidInput(f"cannot resolve the path {str(path)!r}: {error}", where=where) from None
 
 
 def _check_semantics(spec: Spec) -> None:

@@ -81,6 +81,9 @@ def test_only_picks_cells_and_a_value_outside_the_matrix_is_an_error(tmp_path):
         select(matrix, ["few_shot.seed=1"])
     with pytest.raises(InvalidInput, match="write it as"):
         select(matrix, ["few_shot.k"])
+    for hostile, problem in (("2024-13-45", "month must be in 1..12"), ("&a [*a]", "recursive YAML alias")):
+        with pytest.raises(InvalidInput, match=problem):  # were a ValueError and a RecursionError traceback
+            select(matrix, [f"few_shot.k={hostile}"])
 
 
 def test_only_outside_the_matrix_is_exit_2_before_anything_runs(tmp_path, capsys):

@@ -108,6 +108,49 @@ def test_set_override_needs_key_and_value(project):
     assert "dotted.key=value" in invalid(project, ["nonsense"])
 
 
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [
+        ("fine_tune.seed=2024-13-45", "--set fine_tune.seed: invalid YAML value: month must be in 1..12"),
+        ("description=&a [*a]", "recursive YAML alias"),
+        ("description=[&a [1,1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], "
+         "&c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], "
+         "&e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d], [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]]", "expands to more than"),
+        ("data.path=~nosuchuser-specrun/x.jsonl", "--set data.path: cannot resolve the path"),
+    ],
+)  # fmt: skip
+def test_set_values_are_read_under_the_spec_files_limits(project, override, problem):
+    """--set went through plain yaml.safe_load: a bad date, a recursive alias or an unknown ~user were tracebacks."""
+    assert problem in invalid(project, [override])
+
+
+def test_a_symlink_loop_as_a_path_names_the_key(tmp_path):
+    (tmp_path / "loop.jsonl").symlink_to("loop.jsonl")
+    message = invalid(write_project(tmp_path, {"data.path": "loop.jsonl"}))
+    assert "data.path: cannot resolve the path" in message and "loop.jsonl" in message
+
+
+def test_numeric_label_keys_are_text_like_the_data_and_true_or_null_must_be_quoted(tmp_path):
+    """YAML reads `102: 科技` as a number: it crashed validation (TypeError), though TNEWS's codes are written so."""
+    rows = [{"code": 100 + i % 2, "sentence": f"标题{i}"} for i in range(8)]
+    spec_path = write_project(
+        tmp_path, {"data.label_field": "code", "labels": {100: "科技", 101: "金融"}}, rows=rows
+    )  # fmt: skip
+    spec = load_spec(spec_path)
+    assert spec.doc["labels"] == {"100": "科技", "101": "金融"}
+    for key in (True, None, 1.5):
+        message = invalid(write_project(tmp_path, {"labels": {key: "科技", 101: "金融"}}, rows=rows))
+        assert "is not text" in message and "quote the key" in message and "labels" in message
+    message = invalid(write_project(tmp_path, {"labels": {100: "科技", "100": "金融"}}, rows=rows))
+    assert "written twice" in message
+
+
+def test_a_gate_with_a_long_run_of_spaces_is_refused_at_once(tmp_path):
+    """The confidence group backtracked in cubic time: 4,000 spaces took 44 s, 50,000 never ended."""
+    message = invalid(write_project(tmp_path, {"evaluation.gates": ["accuracy >= 0.4 (" + " " * 50_000 + "x"]}))
+    assert "evaluation.gates[0]" in message
+
+
 def test_gate_with_unknown_metric(tmp_path):
     message = invalid(write_project(tmp_path, {"evaluation.gates": ["precision >= 0.5"]}))
     assert "unknown metric 'precision'" in message and "evaluation.gates[0]" in message
