@@ -18,7 +18,7 @@ import yaml
 
 from runner import RESOURCES
 from runner.errors import InvalidInput
-from runner.jsonl import read_text, split_lines
+from runner.jsonl import lone_surrogate, read_text, split_lines
 from runner.tokens import encoding_for_model, encoding_name
 
 PRICES_PATH = RESOURCES / "prices.yaml"
@@ -61,7 +61,8 @@ def model_prices(model: str) -> dict[str, float] | None:
 
 
 def read_jsonl(path: Path) -> list[tuple[int, Any]]:
-    """(line, value) per non-blank line; a line that is not JSON becomes the string itself (a data_type error).
+    """(line, value) per non-blank line; a line that is not JSON, or holds a lone surrogate escape (not
+    Unicode text), becomes the string itself (a data_type error).
 
     Lines end at "\\n" only (runner.jsonl), so U+2028 and friends inside strings do not split
     rows; bytes that are not UTF-8 are an InvalidInput naming the line (exit 2).
@@ -82,6 +83,8 @@ def read_jsonl(path: Path) -> list[tuple[int, Any]]:
                 value = loads(line)
             except (ValueError, RecursionError):  # not JSON, nested too deep, an integer too long to read
                 value = line
+        if lone_surrogate(line, value) is not None:  # not Unicode text: no API takes it, nothing can write it
+            value = line
         rows.append((number, value))
     return rows
 

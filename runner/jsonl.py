@@ -9,11 +9,14 @@ parser, integers too long to convert) becomes one `InvalidInput` naming file:lin
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from runner.errors import InvalidInput
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def decode_utf8(raw: bytes, where: str) -> str:
@@ -68,7 +71,7 @@ def parse_json(text: str, path: str | Path, line: int | None = None) -> Any:
     """
     where = f"{path}:{line}" if line else str(path)
     try:
-        return json.loads(text, object_pairs_hook=unique_keys)
+        value = json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as error:
         at = f"{path}:{(line or 1) + error.lineno - 1}"
         raise InvalidInput(f"not valid JSON ({error.msg}, column {error.colno})", where=at) from None
@@ -78,6 +81,25 @@ def parse_json(text: str, path: str | Path, line: int | None = None) -> Any:
         raise InvalidInput("JSON nested too deeply to read", where=where) from None
     except ValueError as error:  # e.g. "Exceeds the limit (4300 digits) for integer string conversion"
         raise InvalidInput(f"JSON value cannot be read: {error}", where=where) from None
+    if (escape := lone_surrogate(text, value)) is not None:
+        lines_before = text.count("\n", 0, escape)
+        at = f"{path}:{(line or 1) + lines_before}"
+        message = "a \\uD800-\\uDFFF escape without its pair (a lone surrogate): not Unicode text, nothing can write it"
+        raise InvalidInput(message, where=at)
+    return value
+
+
+def lone_surrogate(text: str, value: Any) -> int | None:
+    """Where in JSON `text` its first \\uD800-\\uDFFF escape is, when `value` (parsed from it) holds a
+    lone surrogate, which no UTF-8 file can hold; None when it holds none (pairs are emoji and fine)."""
+    escape = _SURROGATE_ESCAPE.search(text)
+    if escape is None:
+        return None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return escape.start()
+    return None
 
 
 def split_lines(text: str) -> list[str]:

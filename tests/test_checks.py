@@ -157,9 +157,13 @@ def test_hostile_lines_are_format_errors_not_crashes(tmp_path):
     with path.open("a", encoding="utf-8") as handle:
         handle.write("[" * 100_000 + "\n")  # deeper than the JSON parser recurses
         handle.write('{"n": ' + "9" * 5000 + "}\n")  # more digits than int() converts
+        handle.write('{"messages": [{"role": "user", "content": "a\\ud800"}, {"role": "assistant", "content": "b"}]}\n')
+        handle.write(
+            '{"messages": [{"role": "user", "content": "\\ud83d\\ude00"}, {"role": "assistant", "content": "b"}]}\n'
+        )
     checks = run_checks(path, "gpt-4o-mini")
-    assert checks["n_examples"] == 4 and checks["n_valid"] == 1
-    assert checks["format_errors"]["data_type"]["lines"] == [3, 4]
+    assert checks["n_examples"] == 6 and checks["n_valid"] == 2  # a lone surrogate is not text; a pair is an emoji
+    assert checks["format_errors"]["data_type"]["lines"] == [3, 4, 5]
     assert checks["format_errors"]["unrecognized_role"]["lines"] == [2]
 
 

@@ -45,6 +45,23 @@ def test_deep_nesting_and_huge_integers_name_the_file_and_line(tmp_path):
         read_rows(array, "json")
 
 
+def test_a_lone_surrogate_escape_names_its_line_and_a_pair_or_a_literal_backslash_reads(tmp_path):
+    """\\ud800 passed validation and crashed the run when train.jsonl was written (UnicodeEncodeError)."""
+    path = tmp_path / "d.jsonl"
+    good = (
+        '{"sentence": "笑\\ud83d\\ude00", "label_desc": "news_tech"}\n{"sentence": "a\\\\ud800", "label_desc": "x"}\n'
+    )
+    path.write_text(good + '{"sentence": "a\\ud800b", "label_desc": "news_tech"}\n', encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"d\.jsonl:3: a .* escape without its pair \(a lone surrogate\)"):
+        read_rows(path, "jsonl")
+    path.write_text(good, encoding="utf-8")
+    assert [row["sentence"] for _, row in read_rows(path, "jsonl")] == ["笑😀", "a\\ud800"]
+    array = tmp_path / "d.json"
+    array.write_text('[\n{"sentence": "ok"},\n{"sentence": "\\udfff"}\n]', encoding="utf-8")
+    with pytest.raises(InvalidInput, match=r"d\.json:3: a .* lone surrogate"):
+        read_rows(array, "json")
+
+
 def test_a_key_given_twice_in_one_row_is_an_error_not_the_last_value(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"label_desc": "news_tech"}\n{"label_desc": "news_tech", "x": {"a": 1}, "label_desc": "x"}\n')
