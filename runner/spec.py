@@ -357,6 +357,10 @@ def _check_semantics(spec: Spec) -> None:
         raise InvalidInput(f"provider {provider['name']} needs a model name", where=spec.where("provider", "model"))
     if provider["name"] == "openai_compatible" and not provider.get("base_url"):
         raise InvalidInput("openai_compatible needs the server's base_url", where=spec.where("provider"))
+    if provider.get("base_url") is not None:  # its form needs no network: `specrun validate` finds a typo
+        from runner.providers.remote import check_base_url
+
+        check_base_url(provider["base_url"], spec.where("provider", "base_url"))
     task = task_class(spec.task)
     if evaluation["method"] not in task.methods:
         raise InvalidInput(

@@ -545,12 +545,15 @@ def test_corrupt_registry_events_name_file_and_line(api, tmp_path, capfd):
         ("http://localhost:80a/v1", "invalid port"),
         (" http://localhost/v1", "spaces"),
         ("", "is not a URL"),
+        ("http://[::1/v1", "is not a URL (Invalid IPv6 URL)"),
+        ("http://me:sk-SECRET@localhost:8000/v1", "carries credentials"),
+        ("http://me:sk-SECRET@localhost:99999/v1", "carries credentials"),
     ],
 )
 def test_malformed_base_url_is_named_before_any_request(url, says):
     with pytest.raises(InvalidInput, match=r"provider\.base_url") as raised:
         preflight({"name": "openai_compatible", "model": "m", "base_url": url})
-    assert says in str(raised.value)
+    assert says in str(raised.value) and "SECRET" not in str(raised.value)
 
 
 def test_good_base_urls_pass():
@@ -579,5 +582,7 @@ def test_malformed_base_url_fails_fast_in_the_cli(api, tmp_path, capfd):
     err = capfd.readouterr().err
     assert "provider.base_url" in err and "did you mean http://localhost:8000?" in err
     assert not (tmp_path / "runs").exists()  # found before a run folder was made
+    assert main(["validate", str(spec)]) == 2  # validate passed it: the form was checked only when a run began
+    assert "provider.base_url" in capfd.readouterr().err
     assert main(["jobs", "list", "--base-url", "htp:/x"]) == 2
     assert "--base-url: 'htp:/x' does not start with http://" in capfd.readouterr().err

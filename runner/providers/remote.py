@@ -72,7 +72,16 @@ def check_base_url(url: Any, where: str) -> None:
         raise InvalidInput(f"{shown} is not a URL; expected e.g. http://localhost:8000/v1", where=where)
     if url != url.strip() or any(ch.isspace() or ord(ch) < 32 for ch in url):
         raise InvalidInput(f"{shown} contains spaces or control characters", where=where)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # e.g. "Invalid IPv6 URL" for http://[::1
+        raise InvalidInput(f"{shown} is not a URL ({error})", where=where) from None
+    if parts.username is not None or parts.password is not None:  # the spec, manifest and logs would keep it
+        raise InvalidInput(
+            "the URL carries credentials (user:key@host); give the key in the environment variable "
+            "provider.api_key_env names, never in a spec",
+            where=where,
+        )
     if parts.scheme.lower() not in ("http", "https"):
         hint = f" (did you mean http://{url}?)" if "://" not in url and not url.startswith("/") else ""
         raise InvalidInput(f"{shown} does not start with http:// or https://{hint}", where=where)
