@@ -25,6 +25,7 @@ from rich.markup import escape
 from runner.data import read_rows
 from runner.defaults import FORMAT_BY_SUFFIX, SCHEMA_PATH
 from runner.errors import EXIT_OK, InvalidInput, RuntimeFailure
+from runner.tasks.classification.normalize import fold
 from runner.tasks.extraction import _cluener_entities, _listed_entities, detect_format
 
 LABEL_HINTS = ("label", "class", "category", "topic", "intent", "sentiment", "target", "tag")  # field names
@@ -168,6 +169,14 @@ def _guess_classification(
         counts[str(value)] += 1
     if len(counts) < 2:
         raise InvalidInput(f"field {label_field!r} holds one label only: classification needs two", where=str(path))
+    folded: dict[str, str] = {}
+    for label in counts:  # the spec check refuses these: a model's answer cannot tell them apart
+        if (first := folded.setdefault(fold(label), label)) != label:
+            raise InvalidInput(
+                f"labels {first!r} and {label!r} differ only in case or width, so no answer can tell them apart; "
+                "merge them in the data",
+                where=str(path),
+            )
     fmt = container  # the spec's data.format for classification is the container
     texts = [str(row.get(text_field, "")) for row in rows]
     return Guess(path, fmt, "classification", len(rows), text_field, label_field, counts, _mostly_chinese(texts))
@@ -180,11 +189,15 @@ def _strings(rows: list[dict], name: str) -> list[str]:
 
 def _guess_label_field(path: Path, rows: list[dict], fields: list[str], exclude: str | None) -> str:
     """A field every row has, with few distinct values for the rows; a label-like name, then words, decide."""
-    candidates = []
+    candidates, incomplete = [], []
     for name in fields:
         values = _strings(rows, name)
         distinct = len(set(values))
-        if name == exclude or len(values) < len(rows) or not 2 <= distinct <= min(MAX_LABELS, max(2, len(rows) // 2)):
+        if name == exclude or not 2 <= distinct <= min(MAX_LABELS, max(2, len(rows) // 2)):
+            continue
+        if len(values) < len(rows):  # a label field with a gap: say which row, or the user is left guessing
+            lacking = next(n for n, row in enumerate(rows, 1) if not _strings([row], name))
+            incomplete.append(f"{name!r} would fit but row {lacking} has no text or number there")
             continue
         hinted = any(hint in name.lower() for hint in LABEL_HINTS)
         words = not all(re.fullmatch(r"-?\d+", value) for value in values)
@@ -192,7 +205,7 @@ def _guess_label_field(path: Path, rows: list[dict], fields: list[str], exclude:
     if not candidates:
         raise InvalidInput(
             f"cannot guess the label field: no field has a few distinct values for {len(rows)} rows "
-            f"(fields: {', '.join(fields)}); pass --label-field",
+            f"(fields: {', '.join(fields)}{'; ' if incomplete else ''}{'; '.join(incomplete)}); pass --label-field",
             where=str(path),
         )
     candidates.sort(key=lambda c: c[0], reverse=True)

@@ -143,6 +143,21 @@ def test_two_equally_likely_label_fields_ask_for_the_flag(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "both.yaml")]) == 0
 
 
+def test_labels_differing_only_in_case_and_a_label_gap_are_said_by_init(tmp_path, capsys):
+    """init wrote a spec validate refused ('A' and 'a'), and blamed 'no field' when one row lacked the label."""
+    cased = tmp_path / "cased.jsonl"
+    cased.write_text("".join(json.dumps({"text": f"t {i}", "label": "Aab"[i % 3]}) + "\n" for i in range(12)))
+    assert init(cased, "--out", tmp_path) == 2
+    assert "labels 'A' and 'a' differ only in case" in capsys.readouterr().err
+    rows = [{"text": f"text {i} words", "label": "xy"[i % 2]} for i in range(20)]
+    rows[7] = {"text": "no label here"}
+    gap = tmp_path / "gap.jsonl"
+    gap.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert init(gap, "--out", tmp_path) == 2
+    assert "'label' would fit but row 8 has no text or number there" in capsys.readouterr().err
+    assert list(tmp_path.glob("*.yaml")) == []
+
+
 def test_unguessable_or_unreadable_data_is_exit_2_naming_the_file(tmp_path, capsys):
     no_label = tmp_path / "texts.jsonl"
     no_label.write_text("".join(json.dumps({"text": f"line {i}"}) + "\n" for i in range(6)), encoding="utf-8")
