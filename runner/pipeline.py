@@ -61,8 +61,12 @@ def prepare(spec: Spec, limit: int | None = None) -> Prepared:
     training = [{"messages": prompts.training_messages(example)} for example in splits.train]
     validation = [{"messages": prompts.training_messages(example)} for example in splits.validation]
     shots = splits.train[: spec.doc["few_shot"]["k"]] if "few_shot" in spec.evaluation["modes"] else None
-    for example in splits.eval:
-        prompts.messages(example, shots)
+    rendered = {str(prompts.messages(example, shots)) for example in splits.eval}
+    if len(rendered) == 1 and len({example.text for example in splits.eval}) > 1:
+        raise InvalidInput(
+            "every eval example renders the same prompt: the template never shows the example (use {{ text }})",
+            where=spec.where("prompt", "template"),
+        )
     return Prepared(task, splits, prompts, training, validation)
 
 

@@ -136,3 +136,12 @@ def test_a_system_message_is_sandboxed_too(tmp_path, capsys):
     spec = write_project(tmp_path, {"prompt.system": "{{ 'x' * 10**9 }}"})
     assert main(["validate", str(spec)]) == 2
     assert "prompt.system" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("template", ["分类：{{ labels | join('、') }}\n类别：", "{{ examples | length }} 条示例", ""])
+def test_a_template_that_never_shows_the_example_is_exit_2(tmp_path, capsys, template):
+    """It was accepted: every prompt the same text, and the run measured only the label prior."""
+    spec = write_project(tmp_path)
+    (tmp_path / "prompt.jinja").write_text(template, encoding="utf-8")
+    assert main(["validate", str(spec)]) == 2
+    assert "prompt.template: every eval example renders the same prompt" in capsys.readouterr().err
