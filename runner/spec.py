@@ -80,6 +80,10 @@ class Gate:
                 raise InvalidInput(f"gate {text!r}: write the threshold as one number", where=where)
         if not math.isfinite(offset):
             raise InvalidInput(f"gate {text!r} adds {match['offset']}; use a finite number", where=where)
+        if (isinstance(threshold, float) and not 0 <= threshold <= 1) or not -1 <= offset <= 1:
+            raise InvalidInput(  # 'accuracy >= 40' never passes, 'invalid_rate < 5' always does
+                f"gate {text!r}: every metric is a share from 0 to 1 (write 40% as 0.4)", where=where
+            )
         if threshold == (row, metric) and not against and not offset:
             raise InvalidInput(f"gate {text!r} compares a metric with itself", where=where)
         confidence = None

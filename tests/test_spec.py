@@ -156,6 +156,13 @@ def test_gate_with_unknown_metric(tmp_path):
     assert "unknown metric 'precision'" in message and "evaluation.gates[0]" in message
 
 
+@pytest.mark.parametrize("gate", ["accuracy >= 40", "invalid_rate < -0.1", "accuracy > baseline.accuracy + 5"])
+def test_a_gate_outside_a_shares_range_is_refused(tmp_path, gate):
+    """'accuracy >= 40' (meaning 40%) was accepted and could never pass."""
+    message = invalid(write_project(tmp_path, {"evaluation.gates": [gate]}))
+    assert "every metric is a share from 0 to 1" in message and "evaluation.gates[0]" in message
+
+
 def test_gate_with_unknown_row(tmp_path):
     message = invalid(write_project(tmp_path, {"evaluation.gates": ["few_shot.accuracy >= baseline.accuracy"]}))
     assert "gate names row 'few_shot'" in message

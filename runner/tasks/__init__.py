@@ -52,7 +52,7 @@ class Task(ABC):
     """One task type, configured by a spec."""
 
     name: ClassVar[str]
-    metrics: ClassVar[tuple[str, ...]]  # what gates may name
+    metrics: ClassVar[tuple[str, ...]]  # what gates may name; each a share from 0 to 1 (gates check bounds)
     primary_metric: ClassVar[str]  # the headline figure: verdicts, tables
     methods: ClassVar[tuple[str, ...]]  # evaluation methods it supports
     baseline_name: ClassVar[str]  # e.g. "TF-IDF+LR"
