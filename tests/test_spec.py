@@ -163,6 +163,19 @@ def test_a_gate_outside_a_shares_range_is_refused(tmp_path, gate):
     assert "every metric is a share from 0 to 1" in message and "evaluation.gates[0]" in message
 
 
+@pytest.mark.parametrize(
+    ("labels", "says"),
+    [
+        ({"news_tech": " ", "news_finance": "金融"}, "cannot be answered"),
+        ({"news_tech": "科\n技", "news_finance": "金融"}, "cannot be answered"),
+        ({"news_tech": " 科技", "news_finance": "科技 "}, "read the same"),
+    ],
+)
+def test_label_words_must_be_answerable_and_apart_once_trimmed(tmp_path, labels, says):
+    message = invalid(write_project(tmp_path, {"labels": labels}))
+    assert says in message and "labels" in message
+
+
 def test_gate_with_unknown_row(tmp_path):
     message = invalid(write_project(tmp_path, {"evaluation.gates": ["few_shot.accuracy >= baseline.accuracy"]}))
     assert "gate names row 'few_shot'" in message

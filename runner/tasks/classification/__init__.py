@@ -42,7 +42,12 @@ class ClassificationTask(Task):
             raise InvalidInput("classification needs at least two labels", where=where("labels"))
         folded: dict[str, str] = {}
         for label, name in labels.items():
-            for form in {fold(label), fold(name)}:
+            if not name.strip() or any(mark in name for mark in "\r\n"):
+                raise InvalidInput(
+                    f"{name!r} cannot be answered: a label's word needs visible text on one line",
+                    where=where("labels", label),
+                )
+            for form in {fold(label).strip(), fold(name).strip()}:  # answers are read with their edges trimmed
                 if form in folded and folded[form] != label:
                     raise InvalidInput(
                         f"labels {folded[form]!r} and {label!r} read the same once case and width are folded "
