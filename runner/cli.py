@@ -140,7 +140,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         if check_target_kind(args.target) == "data":  # by suffix, then content: never a spec read as data
             return _check_jsonl(
-                args.target, args.model or "gpt-4o-mini-2024-07-18", args.overrides, args.out, args.json
+                args.target,
+                "gpt-4o-mini-2024-07-18" if args.model is None else args.model,
+                args.overrides,
+                args.out,
+                args.json,
             )
     from runner.matrix import read_matrix
 

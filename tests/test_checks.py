@@ -175,6 +175,12 @@ def test_an_empty_file_fails_check(tmp_path, capsys, content):
     assert "no examples" in capsys.readouterr().err
 
 
+def test_an_empty_model_name_is_an_error_not_the_default(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "t.jsonl", [GOOD])
+    assert main(["check", str(path), "--model", ""]) == 2
+    assert "--model ''" in capsys.readouterr().err
+
+
 def test_a_non_utf8_file_is_exit_2_naming_the_line(tmp_path, capsys):
     path = write_jsonl(tmp_path / "t.jsonl", [GOOD])
     path.write_bytes(path.read_bytes() + '{"messages": "名"}\n'.encode("gbk"))
