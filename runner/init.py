@@ -25,7 +25,7 @@ from rich.markup import escape
 from runner.data import read_rows
 from runner.defaults import FORMAT_BY_SUFFIX, SCHEMA_PATH
 from runner.errors import EXIT_OK, InvalidInput, RuntimeFailure
-from runner.tasks.classification.normalize import fold
+from runner.tasks.classification.normalize import first_twins
 from runner.tasks.extraction import _cluener_entities, _listed_entities, detect_format
 
 LABEL_HINTS = ("label", "class", "category", "topic", "intent", "sentiment", "target", "tag")  # field names
@@ -169,14 +169,12 @@ def _guess_classification(
         counts[str(value)] += 1
     if len(counts) < 2:
         raise InvalidInput(f"field {label_field!r} holds one label only: classification needs two", where=str(path))
-    folded: dict[str, str] = {}
-    for label in counts:  # the spec check refuses these: a model's answer cannot tell them apart
-        if (first := folded.setdefault(fold(label), label)) != label:
-            raise InvalidInput(
-                f"labels {first!r} and {label!r} differ only in case or width, so no answer can tell them apart; "
-                "merge them in the data",
-                where=str(path),
-            )
+    if twins := first_twins({label: (label,) for label in counts}):  # validate would refuse the spec
+        raise InvalidInput(
+            f"labels {twins[0]!r} and {twins[1]!r} differ only in case, width or edges, so no answer can tell "
+            "them apart; merge them in the data",
+            where=str(path),
+        )
     fmt = container  # the spec's data.format for classification is the container
     texts = [str(row.get(text_field, "")) for row in rows]
     return Guess(path, fmt, "classification", len(rows), text_field, label_field, counts, _mostly_chinese(texts))

@@ -18,7 +18,7 @@ from runner.tasks.classification.combine import (
     ensemble_scores,
 )
 from runner.tasks.classification.metrics import classification_aggregate, classification_metrics, classification_stats
-from runner.tasks.classification.normalize import fold, normalize_answer
+from runner.tasks.classification.normalize import first_twins, normalize_answer
 
 
 class ClassificationTask(Task):
@@ -40,21 +40,19 @@ class ClassificationTask(Task):
         labels = doc["labels"]
         if len(labels) < 2:
             raise InvalidInput("classification needs at least two labels", where=where("labels"))
-        folded: dict[str, str] = {}
         for label, name in labels.items():
             if not name.strip() or any(mark in name for mark in "\r\n"):
                 raise InvalidInput(
                     f"{name!r} cannot be answered: a label's word needs visible text on one line",
                     where=where("labels", label),
                 )
-            for form in {fold(label).strip(), fold(name).strip()}:  # answers are read with their edges trimmed
-                if form in folded and folded[form] != label:
-                    raise InvalidInput(
-                        f"labels {folded[form]!r} and {label!r} read the same once case and width are folded "
-                        f"({form!r}); answers could not tell them apart",
-                        where=where("labels", label),
-                    )
-                folded[form] = label
+        if twins := first_twins({label: (label, name) for label, name in labels.items()}):
+            first, second, form = twins
+            raise InvalidInput(
+                f"labels {first!r} and {second!r} read the same once case, width and edges are folded "
+                f"({form!r}); answers could not tell them apart",
+                where=where("labels", second),
+            )
         for label in doc["data"].get("exclude_labels", []):
             if label in labels:
                 raise InvalidInput(f"{label!r} is both excluded and in labels", where=where("data", "exclude_labels"))

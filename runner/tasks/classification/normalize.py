@@ -17,6 +17,17 @@ def fold(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold()
 
 
+def first_twins(spellings: dict[str, tuple[str, ...]]) -> tuple[str, str, str] | None:
+    """Label -> its spellings; the first two labels with a spelling that reads the same once case,
+    width and edges are folded, and that form: answers are read so, and could not tell them apart."""
+    folded: dict[str, str] = {}
+    for label, forms in spellings.items():
+        for form in {fold(spelling).strip() for spelling in forms}:
+            if folded.setdefault(form, label) != label:
+                return folded[form], label, form
+    return None
+
+
 def normalize_answer(answer: str, label_names: dict[str, str]) -> str | None:
     """The dataset label an answer names, or None when it names none or more than one.
 
