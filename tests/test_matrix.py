@@ -202,7 +202,7 @@ def test_a_matrix_runs_every_cell_applies_gates_per_cell_and_compares_them(api, 
     spec = remote_project(
         tmp_path,
         api,
-        matrix={"evaluation.gates": [["accuracy >= 0.5"], ["accuracy > 1.5"]], "provider.params.temperature": [0, 1]},
+        matrix={"evaluation.gates": [["accuracy >= 0.5"], ["accuracy > 1"]], "provider.params.temperature": [0, 1]},
     )
     out = tmp_path / "runs"
     assert main(["run", str(spec), "--out", str(out)]) == 1  # the worst cell failed a gate
@@ -215,7 +215,7 @@ def test_a_matrix_runs_every_cell_applies_gates_per_cell_and_compares_them(api, 
     assert "provider.params.temperature" in err and "spec keys that differ" in err
     (folder,) = (out / "tiny").glob("matrix-*")
     markdown = (folder / "comparison.md").read_text(encoding="utf-8")
-    assert '| evaluation.gates=["accuracy > 1.5"],provider.params.temperature=1 | zero_shot | 100.0%' in markdown
+    assert '| evaluation.gates=["accuracy > 1"],provider.params.temperature=1 | zero_shot | 100.0%' in markdown
     assert (folder / "comparison.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
     assert main(["compare", str(folder), "--format", "markdown", "--out", str(tmp_path / "c.md")]) == 0
 
