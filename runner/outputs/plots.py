@@ -5,9 +5,9 @@ the file, so the page opens anywhere, forever), and needs no system packages; SV
 small and sharp. Figures are made with `matplotlib.figure.Figure` directly, not pyplot, and styled
 per call with rc_context, so no global backend or setting is changed. Text stays text in the SVG
 (svg.fonttype none): a CJK label is drawn by the reader's browser, which falls back to a CJK font as
-it does for the page. matplotlib measures it with DejaVu Sans, which has no CJK glyphs; its warnings
-about them are silenced, and the figure is padded for the wider glyphs the browser draws. Only a
-label that cannot be printed (control characters) is drawn as its number, #1, #2...
+it does for the page. matplotlib measures it with DejaVu Sans, which has no CJK glyphs (so its
+layout allows a little less width than the browser draws), and its warnings about them are
+silenced. Only a label that cannot be printed (control characters) is drawn as its number, #1, #2...
 """
 
 from __future__ import annotations
