@@ -252,6 +252,7 @@ def test_packed_loss_and_gradients_equal_the_standard_loss(tiny_model, monkeypat
     from runner.providers.local import LocalProvider
 
     provider = LocalProvider(str(tiny_model))
+    provider.lm.float()  # the packing math is what is tested: in fp32 on every CPU, bf16 ones included
     instruction = "对给定文本进行分类，类别包括：科技、金融、娱乐、世界、汽车。\n\n给定文本：\n"
     texts = [("芯片发布会今天举行", "科技"), ("股市大涨", "金融"), ("新款手机发布了吗" * 4, "科技"), ("看电影", "娱乐")]
     conversations = [
