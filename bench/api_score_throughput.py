@@ -30,11 +30,11 @@ from typing import Any
 
 from bench import save_result
 from runner import PROJECT_ROOT
-from runner.cache import ResponseCache
-from runner.data import spec_examples, take
-from runner.prompts import PromptBuilder
-from runner.providers.remote import ChatAPIProvider
-from runner.spec import load_spec
+from runner.config.spec import load_spec
+from runner.core.cache import ResponseCache
+from runner.data.dataset import spec_examples, take
+from runner.data.prompts import PromptBuilder
+from runner.providers.api.client import ChatAPIProvider
 from runner.tasks import make_task
 from tests.fake_api import keyword_logprobs, keyword_top_logprobs
 
@@ -222,7 +222,7 @@ def main() -> None:
 
     embedded = None
     if args.embedded_lines:
-        from runner.providers.local import LocalProvider
+        from runner.providers.local.provider import LocalProvider
 
         local = LocalProvider("gemma-3-270m")
         subset = conversations[: args.embedded_lines]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 
 from runner import PROJECT_ROOT
-from runner.data import make_splits
-from runner.spec import load_spec
+from runner.config.spec import load_spec
+from runner.data.dataset import make_splits
 from runner.tasks.classification.baseline import baseline_predictions
 from runner.tasks.classification.metrics import classification_metrics
 

@@ -4,7 +4,7 @@ Writes N chat examples shaped like specrun's own train.jsonl for TNEWS (system m
 seed prompt around a unique headline, a one-word label), then times, on the same file:
 - cookbook: the OpenAI cookbook's loop (json.loads per line, encoding.encode per string);
 - batch_api: the old count_tokens, every string through tiktoken's encode_ordinary_batch;
-- check: `specrun check FILE` as the CLI runs it (runner.checks.run_checks: read, format checks,
+- check: `specrun check FILE` as the CLI runs it (runner.data.chat_checks.run_checks: read, format checks,
   token counts, distributions), in-process.
 All three must give the same total token count. Times are the best of --repeat runs, wall and CPU. Usage:
     .venv/bin/python -m bench.check_speed [--n 100000] [--model gpt-4o-mini] [--repeat 3]
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runner import PROJECT_ROOT
-from runner.checks import run_checks
-from runner.tokens import encoding_for_model
+from runner.core.tokens import encoding_for_model
+from runner.data.chat_checks import run_checks
 
 SYSTEM = "你是一个新闻分类助手。"
 LABELS = "科技、金融、娱乐、世界、汽车、运动、文化、军事、旅游、游戏、教育、农业、房产、社会"

@@ -20,8 +20,8 @@ from rich.console import Console
 
 from bench import save_result
 from runner import PROJECT_ROOT
+from runner.config.spec import load_spec
 from runner.pipeline import run_spec
-from runner.spec import load_spec
 
 SPEC = PROJECT_ROOT / "specs" / "cluener.yaml"
 KEEP = ("entity_f1", "entity_precision", "entity_recall", "macro_f1", "invalid_rate", "hallucination_rate", "n")

@@ -15,10 +15,10 @@ from collections import Counter
 
 from bench import save_result
 from runner import PROJECT_ROOT
-from runner.data import make_splits
-from runner.fewshot import choose_shots, llm_embedder
-from runner.providers.local import LocalProvider
-from runner.spec import load_spec
+from runner.config.spec import load_spec
+from runner.data.dataset import make_splits
+from runner.data.fewshot import choose_shots, llm_embedder
+from runner.providers.local.provider import LocalProvider
 
 
 def vote(labels: list[str]) -> str:

@@ -23,9 +23,9 @@ from rich.console import Console
 
 from bench import save_result
 from runner import PROJECT_ROOT
-from runner.data import make_splits
-from runner.prompts import PromptBuilder
-from runner.spec import load_spec
+from runner.config.spec import load_spec
+from runner.data.dataset import make_splits
+from runner.data.prompts import PromptBuilder
 from runner.tasks import make_task
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     splits = make_splits(spec)
     folder = Path(tempfile.mkdtemp(prefix="lora-layers-"))
     os.environ["SPECRUN_REGISTRY"] = str(folder / "registry")
-    from runner.providers.local import LocalProvider  # reads SPECRUN_REGISTRY
+    from runner.providers.local.provider import LocalProvider  # reads SPECRUN_REGISTRY
 
     train = write_chat(folder / "train.jsonl", [builder.training_messages(e) for e in splits.train[-args.train :]])
     valid = write_chat(folder / "valid.jsonl", [builder.training_messages(e) for e in splits.validation])

@@ -29,14 +29,15 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from bench import save_result
-from runner import PROJECT_ROOT, training
-from runner.data import make_splits
-from runner.lm import after_prefix, output_logits, shared_prefix_length
-from runner.prompts import PromptBuilder
-from runner.providers.local import LocalProvider
-from runner.spec import load_spec
+from runner import PROJECT_ROOT
+from runner.config.spec import load_spec
+from runner.data.dataset import make_splits
+from runner.data.prompts import PromptBuilder
+from runner.providers.local import trainer as training
+from runner.providers.local.model import after_prefix, output_logits, shared_prefix_length
+from runner.providers.local.provider import LocalProvider
+from runner.providers.local.trainer import batch_loss, collate, encode, epoch_batches, local_defaults
 from runner.tasks import make_task
-from runner.training import batch_loss, collate, encode, epoch_batches, local_defaults
 
 
 def main() -> None:

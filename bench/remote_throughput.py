@@ -27,13 +27,13 @@ from rich.progress import Progress
 
 from bench import save_result
 from runner import PROJECT_ROOT
-from runner.cache import ResponseCache
-from runner.data import spec_examples, take
-from runner.evaluate import raw_outputs
-from runner.prompts import PromptBuilder
-from runner.providers.remote import ChatAPIProvider
-from runner.runs import RunFolder
-from runner.spec import load_spec
+from runner.config.spec import load_spec
+from runner.core.cache import ResponseCache
+from runner.core.runfolder import RunFolder
+from runner.data.dataset import spec_examples, take
+from runner.data.prompts import PromptBuilder
+from runner.pipeline.evaluate import raw_outputs
+from runner.providers.api.client import ChatAPIProvider
 from runner.tasks import make_task
 
 

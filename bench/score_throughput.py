@@ -23,11 +23,11 @@ import torch
 
 from bench import save_result
 from runner import PROJECT_ROOT
-from runner.data import spec_examples, take
-from runner.lm import encode_batch
-from runner.prompts import PromptBuilder
-from runner.providers.local import LocalProvider
-from runner.spec import load_spec
+from runner.config.spec import load_spec
+from runner.data.dataset import spec_examples, take
+from runner.data.prompts import PromptBuilder
+from runner.providers.local.model import encode_batch
+from runner.providers.local.provider import LocalProvider
 from runner.tasks import make_task
 
 BATCH_SIZE = 8

@@ -18,8 +18,8 @@ from rich.console import Console
 
 from bench import save_result
 from runner import PROJECT_ROOT
+from runner.config.spec import load_spec
 from runner.pipeline import run_spec
-from runner.spec import load_spec
 
 SPEC = PROJECT_ROOT / "specs" / "tnews_full.yaml"
 CONFIGS = {

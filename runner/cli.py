@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from runner.errors import EXIT_INVALID, EXIT_OK, SpecrunError
+from runner.core.errors import EXIT_INVALID, EXIT_OK, SpecrunError
 
 if TYPE_CHECKING:
-    from runner.matrix import Matrix
+    from runner.commands.matrix import Matrix
 
 # Logs (not a terminal) get a wide console so tables and long paths stay readable.
 console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 150)
@@ -100,8 +100,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from rich.markup import escape
 
-    from runner.interrupts import graceful_interrupts
-    from runner.secrets import redact
+    from runner.core.interrupts import graceful_interrupts
+    from runner.core.secrets import redact
 
     args = _parser().parse_args(argv)
     try:
@@ -119,24 +119,24 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
-    from runner.spec import load_spec
+    from runner.config.spec import load_spec
 
     if args.command == "cache":
         return _cache(args.action)
     if args.command == "compare":
-        from runner.compare import compare_command
+        from runner.commands.compare import compare_command
 
         return compare_command(args.runs, args.format, args.out, console)
     if args.command in ("jobs", "models"):
-        from runner.jobs import jobs_command, models_command
+        from runner.commands.jobs import jobs_command, models_command
 
         return (jobs_command if args.command == "jobs" else models_command)(args, console)
     if args.command == "init":
-        from runner.init import init_command
+        from runner.commands.init import init_command
 
         return init_command(args, console)
     if args.command == "check":
-        from runner.checks import check_target_kind
+        from runner.data.chat_checks import check_target_kind
 
         if check_target_kind(args.target) == "data":  # by suffix, then content: never a spec read as data
             return _check_jsonl(
@@ -146,7 +146,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 args.out,
                 args.json,
             )
-    from runner.matrix import read_matrix
+    from runner.commands.matrix import read_matrix
 
     matrix = read_matrix(args.target if args.command == "check" else args.spec, args.overrides)
     if matrix is not None:
@@ -192,9 +192,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _matrix(matrix: Matrix, args: argparse.Namespace) -> int:
-    """A spec with `matrix:`: validate or run its cells (runner/matrix.py)."""
-    from runner.errors import InvalidInput
-    from runner.matrix import run_matrix, validate_matrix
+    """A spec with `matrix:`: validate or run its cells (runner/commands/matrix.py)."""
+    from runner.commands.matrix import run_matrix, validate_matrix
+    from runner.core.errors import InvalidInput
     from runner.pipeline import STAGES
 
     if args.command == "validate":
@@ -222,7 +222,7 @@ def _matrix(matrix: Matrix, args: argparse.Namespace) -> int:
 
 
 def _cache(action: str) -> int:
-    from runner.cache import ResponseCache
+    from runner.core.cache import ResponseCache
 
     cache = ResponseCache()
     if action == "clear":
@@ -235,10 +235,10 @@ def _cache(action: str) -> int:
 def _check_jsonl(
     path: Path, model: str, overrides: list[str] | None = None, out: Path | None = None, as_json: bool = False
 ) -> int:
-    from runner.checks import run_checks, summary_lines
-    from runner.errors import InvalidInput
-    from runner.runs import make_dir
-    from runner.tokens import encoding_name
+    from runner.core.errors import InvalidInput
+    from runner.core.runfolder import make_dir
+    from runner.core.tokens import encoding_name
+    from runner.data.chat_checks import run_checks, summary_lines
 
     if overrides:
         raise InvalidInput(f"--set {overrides[0]!r}: --set changes a spec; {path} is a data file")
@@ -261,7 +261,7 @@ def _write_checks(checks: dict, out: Path) -> Path:
     import json
     import os
 
-    from runner.errors import RuntimeFailure
+    from runner.core.errors import RuntimeFailure
 
     target, partial = out / "checks.json", out / "checks.json.partial"
     try:

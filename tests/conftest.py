@@ -73,7 +73,7 @@ def make_tiny_gemma(folder: Path, **config) -> Path:
     import torch
     from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
 
-    from runner.providers.local import resolve_model
+    from runner.providers.local.provider import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("gemma-3-270m")[0]))
     shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
@@ -102,7 +102,7 @@ def api(monkeypatch, tmp_path):
     monkeypatch.setenv("SPECRUN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("SPECRUN_REGISTRY", str(tmp_path / "registry"))
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.setattr("runner.providers.retry.BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr("runner.providers.api.retry.BACKOFF_BASE_S", 0.01)
     server = FakeAPI(api_key=CANARY, slow_seconds=1.5).start()
     yield server
     server.stop()

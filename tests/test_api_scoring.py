@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from runner.cli import main
-from runner.errors import RuntimeFailure
-from runner.providers.api_scoring import (
+from runner.core.errors import RuntimeFailure
+from runner.providers.api.client import ChatAPIProvider
+from runner.providers.api.scoring import (
     CHAT,
     COMPLETIONS,
     FLOOR_MARGIN,
@@ -24,7 +25,6 @@ from runner.providers.api_scoring import (
     label_scores,
     prompt_text,
 )
-from runner.providers.remote import ChatAPIProvider
 from tests.conftest import make_tiny_gemma, write_project
 from tests.fake_api import FAULTS, FakeAPI
 from tests.test_remote import CANARY, rows
@@ -223,7 +223,7 @@ def test_completions_scores_survive_faults_and_a_failed_stage_resumes_from_the_c
     assert len(set(api.faults_injected)) >= 3  # several kinds of fault, all retried away
     np.testing.assert_allclose(noisy, clean, atol=1e-6)
 
-    from runner.cache import ResponseCache
+    from runner.core.cache import ResponseCache
 
     api.fault_rate = 0.0
     real = api.completion_logprobs
@@ -276,7 +276,7 @@ def test_chat_scores_survive_faults(api):
 
 @pytest.fixture(scope="module")
 def tiny_local(tmp_path_factory):
-    from runner.providers.local import LocalProvider
+    from runner.providers.local.provider import LocalProvider
 
     folder = make_tiny_gemma(tmp_path_factory.mktemp("tiny-gemma-api"), initializer_range=0.5)
     return LocalProvider(str(folder), batch_size=4)

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.checks import FORMAT_ERRORS, count_tokens, default_epochs, format_errors, model_prices, run_checks
 from runner.cli import main
-from runner.tokens import encoding_for_model
+from runner.core.tokens import encoding_for_model
+from runner.data.chat_checks import FORMAT_ERRORS, count_tokens, default_epochs, format_errors, model_prices, run_checks
 
 GOOD = {"messages": [{"role": "user", "content": "hello world"}, {"role": "assistant", "content": "hi"}]}
 
@@ -138,7 +138,7 @@ TRICKY = [
 
 @pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4"])
 def test_token_counter_matches_tiktoken_on_multiline_text(model):
-    from runner.checks import TokenCounter
+    from runner.data.chat_checks import TokenCounter
 
     count, encoding = TokenCounter(model), encoding_for_model(model)
     for text in TRICKY:
@@ -190,7 +190,7 @@ def test_a_non_utf8_file_is_exit_2_naming_the_line(tmp_path, capsys):
 
 
 def test_check_decides_spec_or_data_by_suffix_then_content(tmp_path, capsys):
-    from runner.checks import check_target_kind
+    from runner.data.chat_checks import check_target_kind
 
     upper = write_jsonl(tmp_path / "TRAIN.JSONL", [GOOD] * 3)
     assert check_target_kind(upper) == "data"

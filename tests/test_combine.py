@@ -238,8 +238,8 @@ def test_an_empty_validation_split_is_an_input_error(tmp_path, capsys):
 
 
 def test_limit_caps_the_validation_split_too(tmp_path):
-    from runner.data import make_splits
-    from runner.spec import load_spec
+    from runner.config.spec import load_spec
+    from runner.data.dataset import make_splits
 
     spec = load_spec(
         write_project(

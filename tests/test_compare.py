@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from runner.compare import compare, differing_keys, find_runs, render_html, render_markdown
-from runner.errors import InvalidInput
+from runner.commands.compare import compare, differing_keys, find_runs, render_html, render_markdown
+from runner.core.errors import InvalidInput
 
 
 def make_run(

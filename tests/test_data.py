@@ -3,9 +3,9 @@ from collections import Counter
 
 import pytest
 
-from runner.data import make_splits, read_rows, spec_examples, take
-from runner.errors import InvalidInput
-from runner.spec import load_spec
+from runner.config.spec import load_spec
+from runner.core.errors import InvalidInput
+from runner.data.dataset import make_splits, read_rows, spec_examples, take
 from tests.conftest import ROOT, write_project
 
 

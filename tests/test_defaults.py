@@ -8,9 +8,9 @@ import re
 
 import pytest
 
-from runner.defaults import SCHEMA_PATH, documented_defaults
-from runner.spec import load_spec
-from runner.training import local_defaults, plan
+from runner.config.defaults import SCHEMA_PATH, documented_defaults
+from runner.config.spec import load_spec
+from runner.providers.local.trainer import local_defaults, plan
 from tests.conftest import DELETE, ROOT, write_project
 
 SCHEMA = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))

@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from runner.cli import main
-from runner.data import make_splits
-from runner.errors import InvalidInput
+from runner.config.spec import load_spec
+from runner.core.errors import InvalidInput
+from runner.data.dataset import make_splits
 from runner.pipeline import prepare
 from runner.providers import Completion
-from runner.spec import load_spec
 from runner.tasks.extraction.answer import AnswerGuide, Entity, locate, parse, render
 from runner.tasks.extraction.metrics import entity_metrics
 from tests.conftest import ROOT

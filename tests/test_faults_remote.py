@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from runner.cache import ResponseCache
 from runner.cli import main
-from runner.errors import InvalidInput, RuntimeFailure
-from runner.providers import retry
-from runner.providers.remote import check_base_url, preflight
-from runner.providers.retry import retry_after, with_retries
+from runner.core.cache import ResponseCache
+from runner.core.errors import InvalidInput, RuntimeFailure
+from runner.providers.api import retry
+from runner.providers.api.client import check_base_url, preflight
+from runner.providers.api.retry import retry_after, with_retries
 from tests.conftest import ROOT
 from tests.fake_api import FakeAPI
 from tests.test_remote import folders, read, remote_project
@@ -154,7 +154,7 @@ def test_a_dying_cache_writer_never_hangs_the_run(tmp_path, capfd):
 
 
 def test_cache_locked_by_another_process_falls_back_aloud(api, tmp_path, monkeypatch, capfd):
-    monkeypatch.setattr("runner.cache.BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr("runner.core.cache.BUSY_TIMEOUT_S", 0.2)
     path = tmp_path / "cache" / "responses.sqlite"
     ResponseCache(path)  # exists, in WAL mode
     holder = sqlite3.connect(path, isolation_level=None)
@@ -244,7 +244,7 @@ def test_stop_event_ends_retry_waits_at_once():
 
 def test_answers_are_handed_over_as_they_arrive_even_when_a_later_one_fails(api):
     """on_answer sees every answer bought before the failure: the caller can save them at once."""
-    from runner.providers.remote import ChatAPIProvider
+    from runner.providers.api.client import ChatAPIProvider
 
     served = itertools.count()
 

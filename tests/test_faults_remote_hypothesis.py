@@ -122,8 +122,8 @@ def quick_retries(monkeypatch, tmp_path):
     monkeypatch.setenv("OPENAI_API_KEY", CANARY)
     monkeypatch.setenv("SPECRUN_REGISTRY", str(tmp_path / "registry"))
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.setattr("runner.providers.retry.BACKOFF_BASE_S", 0.001)
-    monkeypatch.setattr("runner.providers.retry.RETRY_AFTER_CAP_S", 0.01)
+    monkeypatch.setattr("runner.providers.api.retry.BACKOFF_BASE_S", 0.001)
+    monkeypatch.setattr("runner.providers.api.retry.RETRY_AFTER_CAP_S", 0.01)
     return monkeypatch
 
 

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from runner.data import spec_examples
-from runner.errors import InvalidInput
-from runner.fewshot import EmbeddingCache, choose_shots, llm_embedder
-from runner.prompts import PromptBuilder
-from runner.spec import load_spec
+from runner.config.spec import load_spec
+from runner.core.errors import InvalidInput
+from runner.data.dataset import spec_examples
+from runner.data.fewshot import EmbeddingCache, choose_shots, llm_embedder
+from runner.data.prompts import PromptBuilder
 from runner.tasks import Example, make_task
 from tests.conftest import ROOT, write_project
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from runner.cli import main
-from runner.data import read_rows
-from runner.errors import InvalidInput
+from runner.core.errors import InvalidInput
+from runner.data.dataset import read_rows
 from tests.conftest import ROWS, write_project
 
 

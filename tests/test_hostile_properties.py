@@ -24,10 +24,10 @@ import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from runner.checks import TokenCounter, format_errors
 from runner.cli import main
-from runner.runs import RunFolder
-from runner.tokens import encoding_for_model
+from runner.core.runfolder import RunFolder
+from runner.core.tokens import encoding_for_model
+from runner.data.chat_checks import TokenCounter, format_errors
 from tests.conftest import ROOT, ROWS, write_project
 from tests.fake_api import FakeAPI
 
@@ -376,7 +376,7 @@ def test_generated_remote_runs_exit_cleanly(api: FakeAPI, gates: list[str], max_
 
 KILLABLE = """
 import sys
-from runner.providers import remote
+from runner.providers.api import client as remote
 init = remote.ChatAPIProvider.__init__
 def small_chunks(self, *args, **kwargs):
     init(self, *args, **kwargs)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from runner.errors import RuntimeFailure
+from runner.core.errors import RuntimeFailure
 from tests.conftest import write_project
 from tests.fake_api import FakeAPI
 

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from runner.cli import main
-from runner.errors import InvalidInput
-from runner.prompts import _compile
-from runner.template_sandbox import MAX_OUTPUT_CHARS, render
+from runner.core.errors import InvalidInput
+from runner.data.prompts import _compile
+from runner.data.template_sandbox import MAX_OUTPUT_CHARS, render
 from tests.conftest import write_project
 
 CONTEXT = {"text": "hello", "labels": ["a", "b"], "examples": [], "record": {"n": 12_000_000}}

@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
-from runner.errors import RuntimeFailure
-from runner.tokens import EXPECTED_SHA256, RANK_FILES, cached_rank_file, install_rank_file
+from runner.core.errors import RuntimeFailure
+from runner.core.tokens import EXPECTED_SHA256, RANK_FILES, cached_rank_file, install_rank_file
 from tests.conftest import ROOT
 
 
@@ -52,7 +52,7 @@ OFFLINE = textwrap.dedent(
     def no_network(*args, **kwargs):
         raise SystemExit("tiktoken tried to download")
     tiktoken.load.read_file = no_network
-    from runner.tokens import encoding_for_model
+    from runner.core.tokens import encoding_for_model
     print(len(encoding_for_model("gpt-4o-mini").encode("hello world")))
     """
 )

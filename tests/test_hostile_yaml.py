@@ -1,4 +1,4 @@
-"""runner.safe_yaml: duplicate keys, alias bombs, recursive aliases, size, encodings, all as exit-2 errors."""
+"""runner.config.safe_yaml: duplicate keys, alias bombs, recursive aliases, size, encodings, all as exit-2 errors."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.errors import InvalidInput
-from runner.safe_yaml import MAX_NODES, MAX_SPEC_BYTES, load_yaml, read_text
+from runner.config.safe_yaml import MAX_NODES, MAX_SPEC_BYTES, load_yaml, read_text
+from runner.core.errors import InvalidInput
 from tests.conftest import ROOT
 
 

@@ -64,8 +64,13 @@ def test_the_cycle_finder_finds_cycles():
 
 def test_spec_and_trainer_stay_apart_from_what_they_should_not_know():
     graph = import_graph()
-    assert not graph["runner.spec"] & {"runner.data", "runner.prompts", "runner.fewshot", "runner.pipeline"}
-    assert "runner.providers.local" not in graph["runner.training"]
+    assert not graph["runner.config.spec"] & {
+        "runner.data.dataset",
+        "runner.data.prompts",
+        "runner.data.fewshot",
+        "runner.pipeline",
+    }
+    assert "runner.providers.local.provider" not in graph["runner.providers.local.trainer"]
 
 
 def test_each_task_type_is_one_package_implementing_the_contract():

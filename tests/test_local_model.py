@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from runner.cli import main
-from runner.data import make_splits
-from runner.prompts import PromptBuilder
-from runner.providers.local import model_dtype
-from runner.spec import load_spec
+from runner.config.spec import load_spec
+from runner.data.dataset import make_splits
+from runner.data.prompts import PromptBuilder
+from runner.providers.local.provider import model_dtype
 from runner.tasks import make_task
 from tests.conftest import ROOT, make_tiny_gemma
 
@@ -21,7 +21,7 @@ TNEWS = ROOT / "specs" / "tnews.yaml"
 
 @pytest.fixture(scope="module")
 def gemma():
-    from runner.providers.local import LocalProvider
+    from runner.providers.local.provider import LocalProvider
 
     return LocalProvider("gemma-3-270m", batch_size=4)
 
@@ -102,7 +102,7 @@ def test_main_job_runs_end_to_end_on_a_few_lines(tmp_path, monkeypatch):
 
 def test_a_model_folder_is_accepted(tmp_path, tnews):
     """provider.model may name a Hugging Face model folder: here a tiny random gemma with the real tokenizer."""
-    from runner.providers.local import LocalProvider
+    from runner.providers.local.provider import LocalProvider
 
     make_tiny_gemma(tmp_path)
     spec, conversations = tnews

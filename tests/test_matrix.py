@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from runner.errors import InvalidInput
-from runner.matrix import MAX_CELLS, read_matrix, select, value_text
+from runner.commands.matrix import MAX_CELLS, read_matrix, select, value_text
+from runner.core.errors import InvalidInput
 from tests.conftest import ROOT, write_project
 from tests.test_remote import remote_project
 
@@ -182,7 +182,7 @@ def test_set_of_a_matrix_key_is_an_error_and_of_another_key_applies_to_every_cel
 
 
 def test_a_cell_is_the_spec_with_its_value_and_without_the_matrix(tmp_path):
-    from runner.matrix import cell_spec
+    from runner.commands.matrix import cell_spec
 
     spec = matrix_project(tmp_path, {"few_shot.k": [2, 4]})
     matrix = read_matrix(spec)
@@ -190,7 +190,7 @@ def test_a_cell_is_the_spec_with_its_value_and_without_the_matrix(tmp_path):
     assert first.doc["few_shot"]["k"] == 2 and second.doc["few_shot"]["k"] == 4
     assert "matrix" not in first.doc and first.hash() != second.hash()
     # the same spec written without a matrix is the same run: a matrix reuses runs made by hand and vice versa
-    from runner.spec import load_spec
+    from runner.config.spec import load_spec
 
     assert load_spec(write_project(tmp_path, {"few_shot.k": 2})).hash() == first.hash()
 

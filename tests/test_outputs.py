@@ -18,13 +18,13 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from runner.cli import main
-from runner.errors import RuntimeFailure
+from runner.core.errors import RuntimeFailure
+from runner.core.runfolder import RunFolder
 from runner.outputs import write_outputs
 from runner.outputs.evidence import calibration_of, classification_mistakes, loss_curve
 from runner.outputs.junit import failure_message
 from runner.outputs.summary import SCHEMA_VERSION
 from runner.providers import Completion, Provider
-from runner.runs import RunFolder
 from runner.tasks import make_task
 from runner.tasks.classification.metrics import classification_metrics
 from runner.tasks.extraction.metrics import entity_metrics
@@ -635,7 +635,7 @@ def test_mistakes_follow_the_calibration_the_mode_used_and_never_show_a_confiden
 def test_the_local_trainer_reports_every_steps_loss_for_the_curve(tmp_path, monkeypatch):
     from rich.console import Console
 
-    from runner.providers.local import LocalProvider
+    from runner.providers.local.provider import LocalProvider
     from tests.conftest import make_tiny_gemma
 
     monkeypatch.setenv("SPECRUN_REGISTRY", str(tmp_path / "registry"))

@@ -112,7 +112,7 @@ def test_generate_method_normalises_answers(tmp_path, fake_model):
 
 
 def test_interrupted_run_resumes_without_recomputing(tmp_path, fake_model, monkeypatch):
-    monkeypatch.setattr("runner.evaluate.CHUNK", 2)
+    monkeypatch.setattr("runner.pipeline.evaluate.CHUNK", 2)
     spec = write_project(tmp_path)
     out = tmp_path / "runs"
     fake_model.crash_after = 4  # dies while scoring the third chunk of two

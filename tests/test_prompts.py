@@ -1,10 +1,10 @@
 import pytest
 
-from runner.data import spec_examples
-from runner.errors import InvalidInput
+from runner.config.spec import load_spec
+from runner.core.errors import InvalidInput
+from runner.data.dataset import spec_examples
+from runner.data.prompts import PromptBuilder
 from runner.pipeline import prepare
-from runner.prompts import PromptBuilder
-from runner.spec import load_spec
 from runner.tasks import make_task
 from tests.conftest import ROOT, write_project
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from runner.providers.retry import RateLimiter, is_retryable, retry_after
+from runner.providers.api.retry import RateLimiter, is_retryable, retry_after
 from tests.conftest import CANARY, ROOT, write_project
 from tests.fake_api import FakeAPI
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import InvalidInput, RuntimeFailure
-from runner.jsonl import read_jsonl, repair_tail
-from runner.runs import RunFolder
+from runner.core.errors import InvalidInput, RuntimeFailure
+from runner.core.jsonl import read_jsonl, repair_tail
+from runner.core.runfolder import RunFolder
 from tests.conftest import ROOT
 
 IDENTITY = {"spec_hash": "abc", "limit": None, "stages": ["eval"], "dry_run": False}
@@ -135,7 +135,7 @@ HOLD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from runner.runs import RunFolder
+    from runner.core.runfolder import RunFolder
     identity = {"spec_hash": "abc", "limit": None, "stages": ["eval"], "dry_run": False}
     run, resumed = RunFolder.open(Path(sys.argv[1]), "tiny", identity)
     if sys.argv[2] == "write":
@@ -208,7 +208,7 @@ def test_appends_from_many_threads_never_interleave_or_truncate_each_other(tmp_p
 
 def test_manifest_commit_is_the_spec_repository_not_specrun(tmp_path):
     """A team versions its specs in its own repository: that is the commit a report must name."""
-    from runner.runs import environment
+    from runner.core.runfolder import environment
 
     outside = tmp_path / "plain"
     outside.mkdir()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from runner.cli import main
-from runner.secrets import MASK, redact, redact_value, register
+from runner.core.secrets import MASK, redact, redact_value, register
 from tests.fake_api import FakeAPI, keyword_answer
 from tests.test_faults_remote import chat_body, hostile, send_raw
 from tests.test_remote import fine_tune_project, folders, remote_project
@@ -28,7 +28,7 @@ def api(monkeypatch, tmp_path):
     monkeypatch.setenv("SPECRUN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("SPECRUN_REGISTRY", str(tmp_path / "registry"))
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.setattr("runner.providers.retry.BACKOFF_BASE_S", 0.01)
+    monkeypatch.setattr("runner.providers.api.retry.BACKOFF_BASE_S", 0.01)
     server = FakeAPI(api_key=KEY).start()
     yield server
     server.stop()

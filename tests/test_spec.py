@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import EXIT_INVALID, InvalidInput
-from runner.spec import load_spec, result_rows
+from runner.config.spec import load_spec, result_rows
+from runner.core.errors import EXIT_INVALID, InvalidInput
 from tests.conftest import DELETE, ROOT, write_project
 
 
@@ -219,7 +219,7 @@ def test_fine_tuned_mode_needs_fine_tuning_enabled(tmp_path):
 
 
 def test_validation_split_sits_between_train_and_eval(tmp_path):
-    from runner.data import make_splits
+    from runner.data.dataset import make_splits
 
     spec = load_spec(write_project(tmp_path, {"splits.validation": {"take": "first", "n": 2}}))
     splits = make_splits(spec)

@@ -1,4 +1,4 @@
-"""Bootstrap intervals (runner/stats.py), the tasks' per-example statistics, and gates that use them."""
+"""Bootstrap intervals (runner/core/stats.py), the tasks' per-example statistics, and gates that use them."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from runner import stats
 from runner.cli import main
-from runner.errors import InvalidInput
-from runner.gates import check_gates, describe_gate
+from runner.config.spec import Gate, load_spec
+from runner.core import stats
+from runner.core.errors import InvalidInput
 from runner.pipeline import run_spec
-from runner.spec import Gate, load_spec
+from runner.pipeline.gates import check_gates, describe_gate
 from runner.tasks import Example, make_task
 from runner.tasks.extraction.answer import Entity
 from tests.conftest import write_project

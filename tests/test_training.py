@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from runner.cli import main
-from runner.registry import LocalRegistry
+from runner.providers.local.store import LocalRegistry
 from tests.conftest import make_tiny_gemma
 
 pytestmark = pytest.mark.model  # needs the embedded model's tokenizer (converted once, then cached)
@@ -40,7 +40,7 @@ def write_chat(path: Path, conversations) -> Path:
 
 
 def new_job(tiny_model, registry, tmp_path, **settings):
-    from runner.providers.local import LocalProvider
+    from runner.providers.local.provider import LocalProvider
 
     provider = LocalProvider(str(tiny_model), batch_size=4)
     file_id = provider.upload(write_chat(tmp_path / "train.jsonl", TRAIN))
@@ -75,7 +75,7 @@ def test_lora_job_learns_and_records_its_lifecycle(tiny_model, registry, tmp_pat
 def test_lora_layers_trains_only_the_last_layers(tiny_model, registry, tmp_path):
     from rich.console import Console
 
-    from runner.errors import InvalidInput
+    from runner.core.errors import InvalidInput
 
     provider, job = new_job(tiny_model, registry, tmp_path, n_epochs=1, local={"lora_layers": 1})
     provider.drive(job.id, Console(quiet=True))
@@ -85,7 +85,7 @@ def test_lora_layers_trains_only_the_last_layers(tiny_model, registry, tmp_path)
         new_job(tiny_model, registry, tmp_path, local={"lora_layers": 3})
     assert len(provider.list_jobs()) == 1  # the bad spec made no job
 
-    from runner.finetune import create_or_reattach
+    from runner.pipeline.fine_tune import create_or_reattach
 
     file_id = provider.upload(write_chat(tmp_path / "other.jsonl", TRAIN[:2]))
     with pytest.raises(InvalidInput) as caught:  # the pipeline's path: still the spec's error, exit 2
@@ -96,7 +96,7 @@ def test_lora_layers_trains_only_the_last_layers(tiny_model, registry, tmp_path)
 def test_interrupted_job_resumes_to_the_same_weights(tiny_model, registry, tmp_path, monkeypatch):
     from rich.console import Console
 
-    import runner.training as training
+    import runner.providers.local.trainer as training
 
     provider, straight = new_job(tiny_model, registry, tmp_path)
     provider.drive(straight.id, Console(quiet=True))
@@ -119,7 +119,7 @@ def test_interrupted_job_resumes_to_the_same_weights(tiny_model, registry, tmp_p
     assert provider.job(job.id).fine_tuned_model == record["model_id"]  # usable at once
     monkeypatch.setattr(training, "batch_loss", real_loss)
 
-    from runner.providers.local import LocalProvider
+    from runner.providers.local.provider import LocalProvider
 
     LocalProvider(str(tiny_model)).drive(job.id, Console(quiet=True))  # a fresh process would do this
     assert registry.record(job.id)["status"] == "succeeded"
@@ -133,8 +133,8 @@ def test_ctrl_c_checkpoints_at_once_without_scoring_validation(tiny_model, regis
     """The checkpoint Ctrl-C writes skips the validation pass (500 TNEWS lines: ~40 s on the CPU)."""
     from rich.console import Console
 
-    import runner.training as training
-    from runner.providers.local import LocalProvider
+    import runner.providers.local.trainer as training
+    from runner.providers.local.provider import LocalProvider
 
     provider = LocalProvider(str(tiny_model))
     train_id = provider.upload(write_chat(tmp_path / "train.jsonl", TRAIN))
@@ -160,7 +160,7 @@ def test_ctrl_c_checkpoints_at_once_without_scoring_validation(tiny_model, regis
 def test_validation_metrics_and_loading_the_result(tiny_model, registry, tmp_path):
     from rich.console import Console
 
-    from runner.providers.local import LocalProvider
+    from runner.providers.local.provider import LocalProvider
 
     provider = LocalProvider(str(tiny_model))
     train_id = provider.upload(write_chat(tmp_path / "train.jsonl", TRAIN))
@@ -181,7 +181,7 @@ def test_validation_metrics_and_loading_the_result(tiny_model, registry, tmp_pat
 def test_full_fine_tuning_saves_and_loads_weights(tiny_model, registry, tmp_path):
     from rich.console import Console
 
-    from runner.providers.local import LocalProvider
+    from runner.providers.local.provider import LocalProvider
 
     provider, job = new_job(tiny_model, registry, tmp_path, n_epochs=1, local={"method": "full"})
     provider.drive(job.id, Console(quiet=True))
@@ -211,8 +211,8 @@ def test_jobs_and_models_commands_for_local(tiny_model, registry, tmp_path, caps
 
 
 def test_a_job_without_checkpoints_is_not_a_usable_model(tiny_model, registry, tmp_path):
-    from runner.errors import InvalidInput
-    from runner.providers.local import LocalProvider
+    from runner.core.errors import InvalidInput
+    from runner.providers.local.provider import LocalProvider
 
     _, job = new_job(tiny_model, registry, tmp_path)
     model_id = registry.record(job.id)["model_id"]
@@ -223,8 +223,8 @@ def test_a_job_without_checkpoints_is_not_a_usable_model(tiny_model, registry, t
 def test_a_training_failure_marks_the_job_failed(tiny_model, registry, tmp_path, monkeypatch):
     from rich.console import Console
 
-    import runner.training as training
-    from runner.errors import EXIT_RUNTIME, RuntimeFailure
+    import runner.providers.local.trainer as training
+    from runner.core.errors import EXIT_RUNTIME, RuntimeFailure
 
     provider, job = new_job(tiny_model, registry, tmp_path)
 
@@ -247,9 +247,9 @@ def test_packed_loss_and_gradients_equal_the_standard_loss(tiny_model, monkeypat
     40-token packs the batch splits into several packs, and its longest row takes the padded path."""
     from peft import LoraConfig, get_peft_model
 
-    from runner import training
-    from runner.lm import shared_prefix_length
-    from runner.providers.local import LocalProvider
+    from runner.providers.local import trainer as training
+    from runner.providers.local.model import shared_prefix_length
+    from runner.providers.local.provider import LocalProvider
 
     provider = LocalProvider(str(tiny_model))
     provider.lm.float()  # the packing math is what is tested: in fp32 on every CPU, bf16 ones included
@@ -286,7 +286,7 @@ def test_packed_loss_and_gradients_equal_the_standard_loss(tiny_model, monkeypat
 
 
 def test_packs_fill_up_to_the_limit():
-    from runner.training import _packs
+    from runner.providers.local.trainer import _packs
 
     assert _packs([10, 10, 10, 30, 5], prefix=20, limit=50) == [[0, 1, 2], [3], [4]]
     assert _packs([60, 5], prefix=20, limit=50) == [[0], [1]]  # a row over the limit alone
@@ -298,7 +298,7 @@ def test_one_pass_head_loss_equals_the_plain_cross_entropy(softcap):
     cross-entropy's loss and hidden-state gradient; a trainable or LoRA-wrapped head takes the plain path."""
     from types import SimpleNamespace
 
-    from runner import training
+    from runner.providers.local import trainer as training
 
     torch.manual_seed(0)
     vocab = 2 * training.HEAD_BLOCK + 123  # two whole blocks and a partial one
@@ -327,7 +327,7 @@ def test_one_pass_head_loss_equals_the_plain_cross_entropy(softcap):
 
 
 def test_shared_prefix_length():
-    from runner.lm import shared_prefix_length
+    from runner.providers.local.model import shared_prefix_length
 
     assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]], 10) == 2
     assert shared_prefix_length([[1, 2, 3], [1, 2, 3]], 2) == 2  # never past the limit
@@ -338,7 +338,7 @@ def test_epoch_batches_cover_every_example_once_with_little_padding():
     import math
     import random
 
-    from runner.training import epoch_batches
+    from runner.providers.local.trainer import epoch_batches
 
     lengths = [random.Random(i).randint(8, 53) for i in range(1003)]
     batches = epoch_batches(lengths, 8, seed=5)
@@ -358,8 +358,8 @@ def test_label_scores_equal_a_naive_forward_for_every_row(tmp_path, sliding_wind
     """Shared prefix, right padding, token-packed batches and multi-token labels: every row, the
     shortest in its batch included, scores as one unbatched forward over prompt + label does.
     A sliding window shorter than the prompts takes the exact-length batching path."""
-    from runner.lm import score_answers
-    from runner.providers.local import LocalProvider
+    from runner.providers.local.model import score_answers
+    from runner.providers.local.provider import LocalProvider
 
     folder = make_tiny_gemma(tmp_path / "tiny", sliding_window=sliding_window, initializer_range=0.5)
     provider = LocalProvider(str(folder), batch_size=2)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runner.core.runfolder import RunFolder
 from runner.outputs.evidence import (
     MistakeSet,
     calibration_of,
@@ -22,7 +23,6 @@ from runner.outputs.evidence import (
 from runner.outputs.html import Page, render_html
 from runner.outputs.junit import render_junit
 from runner.outputs.summary import build_summary
-from runner.runs import RunFolder
 from runner.tasks import Task
 
 __all__ = ["build_summary", "render_html", "render_junit", "write_outputs"]

@@ -2,7 +2,7 @@
 
 Built from summary.json's dict. The cases:
 - a run that succeeded: one case per gate, a failed gate a <failure> whose message carries the
-  numbers (left, operator, right, and the difference interval when runner.stats added one);
+  numbers (left, operator, right, and the difference interval when runner.core.stats added one);
 - a run that succeeded with no gates: one passing case, "run succeeded", so the suite is never
   empty (CI dashboards show an empty suite as "no tests", which reads as a broken job);
 - a run that failed or was interrupted: one case "run" with an <error> carrying the error, and each

@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from runner.gates import describe_gate
-from runner.report import row_description, verdict
+from runner.outputs.markdown import row_description, verdict
+from runner.pipeline.gates import describe_gate
 from runner.tasks import Task
 
 SCHEMA_VERSION = 1
@@ -37,7 +37,7 @@ def scalar_metrics(found: dict[str, Any]) -> dict[str, float | int | None]:
 
 
 def intervals(found: dict[str, Any]) -> dict[str, list[float | None]]:
-    """The row's 95% intervals (contract 1: added by runner.stats; absent in older runs)."""
+    """The row's 95% intervals (contract 1: added by runner.core.stats; absent in older runs)."""
     ci = found.get("ci95")
     if not isinstance(ci, dict):
         return {}
@@ -67,7 +67,7 @@ def gate_entries(gates: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def gate_detail(gate: dict[str, Any]) -> str:
-    """What runner.gates says beyond the two values (difference, interval, confidence, notes), in its words."""
+    """What runner.pipeline.gates says beyond the two values (difference, interval, confidence, notes), in its words."""
     try:
         _values, _, detail = describe_gate(gate).partition("; ")
     except (KeyError, TypeError, ValueError):  # a gate dict from an older or partial run: no detail

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.cache import ResponseCache
+from runner.core.cache import ResponseCache
 from runner.providers import Provider
 
 
@@ -16,11 +16,11 @@ def preflight(config: dict[str, Any]) -> None:
     """Fail now, with the spec key named, on what would fail later: a missing key, a bad base URL,
     a local model that is not there. Loads nothing and sends nothing."""
     if config["name"] == "local":
-        from runner.providers.local import check_model_ref
+        from runner.providers.local.provider import check_model_ref
 
         check_model_ref(config["model"])
         return
-    from runner.providers.remote import preflight as check_remote
+    from runner.providers.api.client import preflight as check_remote
 
     check_remote(config)
 
@@ -28,9 +28,9 @@ def preflight(config: dict[str, Any]) -> None:
 def open_provider(config: dict[str, Any], cache: ResponseCache | None = None) -> Provider:
     """The provider a spec's `provider` section names (loading the model if local)."""
     if config["name"] == "local":
-        from runner.providers.local import LocalProvider
+        from runner.providers.local.provider import LocalProvider
 
         return LocalProvider(config["model"], batch_size=config["batch_size"])
-    from runner.providers.remote import ChatAPIProvider
+    from runner.providers.api.client import ChatAPIProvider
 
     return ChatAPIProvider(config, cache)

@@ -141,7 +141,7 @@ class Task(ABC):
         """The gold answer as predictions.jsonl records it."""
         return example.gold
 
-    # Uncertainty (runner/stats.py resamples examples; lm-evaluation-harness's per-example results + aggregation)
+    # Uncertainty (runner/core/stats.py resamples examples; lm-evaluation-harness's per-example results + aggregation)
     def example_stats(self, examples: list[Example], predicted: list[Any]) -> np.ndarray | None:
         """One row of counts per example, shape (n, k), whose column sums `aggregate` turns into every metric.
 

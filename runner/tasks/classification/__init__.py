@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from runner.errors import InvalidInput
+from runner.core.errors import InvalidInput
 from runner.tasks import Decoded, Embed, Example, Scored, Task, Where, pct_ci
 from runner.tasks.classification.baseline import baseline_predictions, baseline_probabilities, probe_predictions
 from runner.tasks.classification.combine import (

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from runner.errors import InvalidInput
+from runner.core.errors import InvalidInput
 from runner.tasks import Decoded, Example, Task, Where, pct_ci
 from runner.tasks.classification import join_text
 from runner.tasks.extraction.answer import AnswerGuide, Entity, locate, parse, render

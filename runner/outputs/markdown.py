@@ -1,0 +1,172 @@
+"""report.md (a person reads it in a minute) and the final rich table on the console."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from runner.data.chat_checks import summary_lines
+from runner.pipeline.gates import describe_gate
+from runner.tasks import Task, pct
+
+
+def row_description(row: str, manifest: dict[str, Any], task: Task) -> str:
+    if row == "baseline":
+        return f"{task.baseline_name} on the {manifest['data']['train']} train lines"
+    if row == "baseline_all_data":
+        return f"{task.baseline_name} on all {manifest['data'].get('baseline_all_data_train', '?')} labelled non-eval lines"
+    choices = manifest.get("choices") or {}
+    if row == "ensemble" and "ensemble" in choices:
+        chosen = choices["ensemble"]
+        return f"{chosen['mode']} × {chosen['llm_weight']:g} + {task.baseline_name} × {1 - chosen['llm_weight']:g} (weight chosen on validation)"
+    if row == "probe":
+        return f"logistic regression on the LLM's hidden states, {manifest['data']['train']} train lines"
+    evaluation = manifest["spec"]["evaluation"]
+    model = manifest["spec"]["provider"]["model"]
+    if row.startswith("fine_tuned"):
+        model = (manifest.get("fine_tune") or {}).get("fine_tuned_model") or "fine-tuned model"
+    how = evaluation["method"]
+    if evaluation["method"] == "score":
+        calibration = (choices.get(row, {}).get("calibration") or {}).get("chosen", evaluation["calibration"])
+        how += " · raw" if row.endswith("_uncalibrated") or calibration == "none" else f" · {calibration}-calibrated"
+    elif evaluation.get("constrained") and manifest["spec"]["provider"]["name"] == "local":
+        how += " · constrained"
+    return f"{model} · {how}"
+
+
+def verdict(metrics: dict[str, dict[str, Any]], task: Task) -> str | None:
+    """One plain sentence: does the best LLM row beat the best classical baseline?"""
+    key = task.primary_metric
+    baselines = {row: m[key] for row, m in metrics.items() if row.startswith("baseline")}
+    llms = {row: m[key] for row, m in metrics.items() if not row.startswith("baseline")}
+    if not baselines or not llms:
+        return None
+    llm, base = max(llms, key=llms.get), max(baselines, key=baselines.get)
+    if llms[llm] > baselines[base]:
+        return (
+            f"The best LLM row, {llm} ({pct(llms[llm])} {key}), beats the best {task.baseline_name} baseline, "
+            f"{base} ({pct(baselines[base])}), by {100 * (llms[llm] - baselines[base]):.1f} points."
+        )
+    return (
+        f"**The LLM does not beat the classical baseline on this eval split: its best row, {llm}, "
+        f"gets {key} {pct(llms[llm])} against {pct(baselines[base])} for {base} ({task.baseline_name}).** "
+        "Prefer the baseline, or improve the LLM (fine-tuning on more lines, calibration) before relying on it."
+    )
+
+
+def results_table(metrics: dict[str, dict[str, Any]], manifest: dict[str, Any], task: Task) -> Table:
+    table = Table(title=f"{manifest['name']}: {manifest['data']['eval']} eval examples")
+    columns = task.table_columns()
+    table.add_column("row")
+    table.add_column("what")
+    for header, _ in columns:
+        table.add_column(header, justify="right")
+    for row, found in metrics.items():
+        table.add_row(row, row_description(row, manifest, task), *(cell(found) for _, cell in columns))
+    return table
+
+
+def render_report(
+    manifest: dict[str, Any],
+    metrics: dict[str, dict[str, Any]],
+    gates: list[dict[str, Any]],
+    checks: dict[str, Any] | None,
+    task: Task,
+) -> str:
+    spec = manifest["spec"]
+    data = manifest["data"]
+    primary = spec["evaluation"]["modes"][0]
+    passed = all(gate["passed"] for gate in gates)
+    lines = [
+        f"# {manifest['name']}: run {manifest['run_id']}",
+        "",
+        spec.get("description") or "",
+        "",
+        f"Status: **{manifest['status']}** · gates: **{'pass' if passed else 'FAIL'}** · "
+        f"wall time {manifest.get('wall_seconds', 0):.0f} s · commit {manifest['environment']['git_commit']} · "
+        f"spec hash {manifest['spec_hash'][:12]}",
+        "",
+    ]
+    if metrics:
+        columns = task.table_columns()
+        lines += [
+            f"## Results ({data['eval']} eval examples)",
+            "",
+            "| row | what | " + " | ".join(header for header, _ in columns) + " |",
+            "|---|---|" + "---:|" * len(columns),
+        ]
+        for row, found in metrics.items():
+            cells = " | ".join(cell(found) for _, cell in columns)
+            lines.append(f"| {row} | {row_description(row, manifest, task)} | {cells} |")
+        sentence = verdict(metrics, task)
+        lines += ["", *_interval_note(manifest, metrics), sentence or "", ""]
+    if gates:
+        lines += ["## Gates", ""]
+        for gate in gates:
+            lines.append(f"- `{gate['gate']}`: {describe_gate(gate)} → {'pass' if gate['passed'] else '**FAIL**'}")
+        if manifest.get("against"):
+            lines.append(f"- against: run {manifest['against'].get('run_id')} ({manifest['against'].get('path')})")
+        lines.append("")
+    splits = spec["splits"]
+    lines += [
+        "## Data",
+        "",
+        f"- {', '.join(data.get('files') or [data['path']])}: {data['rows']} rows, {data['excluded']} excluded",
+        f"- train: {data['train']} ({_split_text(splits['train'])}); eval: {data['eval']} ({_split_text(splits['eval'])}"
+        f"{', --limit ' + str(manifest['limit']) if manifest.get('limit') else ''})",
+        "",
+    ]
+    if manifest.get("fine_tune"):
+        job = manifest["fine_tune"]
+        lines += [
+            "## Fine-tuning",
+            "",
+            f"- job {job['job_id']} on {job['base_model']} (training file {job['training_file']})",
+            f"- result: {job['fine_tuned_model']}",
+            "",
+        ]
+    if manifest.get("usage"):
+        lines += [
+            "## Usage and cost",
+            "",
+            "| mode | requests | from cache | prompt tokens | completion tokens | est. cost |",
+        ]
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for mode, usage in manifest["usage"].items():
+            cost = f"${usage['estimated_usd']:.4f}" if usage["estimated_usd"] is not None else "unknown"
+            lines.append(
+                f"| {mode} | {usage['requests']} | {usage['from_cache']} | {usage['prompt_tokens']} | "
+                f"{usage['completion_tokens']} | {cost} |"
+            )
+        lines.append("")
+    if checks:
+        lines += ["## Fine-tuning data checks", "", *[f"- {line}" for line in summary_lines(checks)], ""]
+    if primary in metrics:
+        lines += task.report_section(metrics[primary], primary)
+    lines += [
+        "## Files",
+        "",
+        "spec.yaml (resolved) · manifest.json · train.jsonl · checks.json · predictions.jsonl · metrics.json · "
+        "report.html (this report with figures) · summary.json (schemas/summary.schema.json) · junit.xml (gates)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _interval_note(manifest: dict[str, Any], metrics: dict[str, dict[str, Any]]) -> list[str]:
+    settings = manifest.get("bootstrap")
+    if not settings or not any("ci95" in found for found in metrics.values()):
+        return []
+    return [
+        f"In brackets: {100 * settings['confidence']:g}% {settings['method']} bootstrap intervals over the eval examples "
+        f"({settings['resamples']} resamples, seed {settings['seed']}).",
+        "",
+    ]
+
+
+def _split_text(split: dict[str, Any]) -> str:
+    text = split["take"] + (f" {split['n']}" if "n" in split else "")
+    text += f", seed {split['seed']}" if split["take"] in ("random", "stratified") else ""
+    return text + (f" of {Path(split['path']).name}" if "path" in split else "")
