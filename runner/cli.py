@@ -259,14 +259,13 @@ def _check_jsonl(
 def _write_checks(checks: dict, out: Path) -> Path:
     """out/checks.json, written whole or not at all; a folder that cannot hold it is exit 3."""
     import json
-    import os
 
     from runner.core.errors import RuntimeFailure
+    from runner.core.files import write_atomic
 
-    target, partial = out / "checks.json", out / "checks.json.partial"
+    target = out / "checks.json"
     try:
-        partial.write_text(json.dumps(checks, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, target)
+        write_atomic(target, json.dumps(checks, ensure_ascii=False, indent=2) + "\n")
     except OSError as error:
         raise RuntimeFailure(f"--out {out}: cannot write checks.json: {error.strerror or error}") from None
     return target

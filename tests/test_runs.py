@@ -125,7 +125,7 @@ def test_out_that_is_a_file_or_unwritable_is_a_runtime_failure(tmp_path):
 
 def test_a_write_that_fails_is_a_runtime_failure(tmp_path):
     run, _ = RunFolder.open(tmp_path, "tiny", IDENTITY)
-    run.file("report.md.partial").mkdir()  # the temporary file cannot be written
+    run.file("report.md").mkdir()  # the finished file cannot replace a folder
     with pytest.raises(RuntimeFailure, match=r"report\.md: cannot write"):
         run.write_text("report.md", "x")
     run.close()

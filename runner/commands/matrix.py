@@ -37,6 +37,7 @@ from runner.commands.compare import compare, render_html, render_markdown, rende
 from runner.config.safe_yaml import load_value, load_yaml
 from runner.config.spec import Spec, load_spec
 from runner.core.errors import EXIT_GATE_FAILED, EXIT_OK, InvalidInput, RuntimeFailure, SpecrunError
+from runner.core.files import write_atomic
 from runner.core.jsonl import read_text
 from runner.pipeline import STAGES, check_gates, prepare, run_identity, run_spec
 from runner.pipeline.gates import load_against, needs_against
@@ -374,25 +375,19 @@ def _write_record(
     }
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        _write(folder / "matrix.json", json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
+        write_atomic(folder / "matrix.json", json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
         labels = {
             Path(c["run"]).resolve(): c["label"] for c in cells if c["status"] == "succeeded" and "eval" in stages
         }
         if labels:
             comparison = compare(list(labels), labels)
-            _write(folder / "comparison.md", render_markdown(comparison))
-            _write(folder / "comparison.html", render_html(comparison))
+            write_atomic(folder / "comparison.md", render_markdown(comparison))
+            write_atomic(folder / "comparison.html", render_html(comparison))
             console.print(render_terminal(comparison))
     except OSError as error:
         raise RuntimeFailure(f"{folder}: cannot write the matrix record: {error.strerror or error}") from None
     console.print(f"matrix: {escape(str(folder / 'matrix.json'))} (exit {exit_code}, the worst of its cells')")
     return exit_code
-
-
-def _write(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
 
 
 def _dry_run(

@@ -34,6 +34,7 @@ import yaml
 
 from runner import PROJECT_ROOT, __version__
 from runner.core.errors import InvalidInput, RuntimeFailure
+from runner.core.files import write_atomic
 from runner.core.jsonl import read_jsonl, repair_tail
 
 try:
@@ -169,10 +170,8 @@ class RunFolder:
 
     def write_text(self, name: str, text: str) -> Path:
         target = self.file(name)
-        partial = target.with_name(target.name + ".partial")
         try:
-            partial.write_text(text, encoding="utf-8")
-            os.replace(partial, target)
+            write_atomic(target, text)
         except OSError as error:
             raise _failure(f"cannot write: {_reason(error)}", str(target)) from None
         return target

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import tiktoken
 
 from runner import RESOURCES, cache_root
 from runner.core.errors import RuntimeFailure
+from runner.core.files import write_atomic
 
 RANK_FILES = RESOURCES / "tiktoken"
 _URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
@@ -81,16 +81,7 @@ def install_rank_file(name: str, cache_dir: Path) -> Path:
         raise RuntimeFailure(f"{shipped}: the shipped tiktoken file is damaged (sha256 mismatch); restore it from git")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        handle, partial = tempfile.mkstemp(dir=cache_dir, prefix=f".{cached.name}.", suffix=".partial")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(partial, cached)
-        except BaseException:
-            Path(partial).unlink(missing_ok=True)
-            raise
+        write_atomic(cached, data)
     except OSError as error:
         raise RuntimeFailure(
             f"{cache_dir}: cannot write the tokenizer cache (SPECRUN_CACHE): {error.strerror or error}"

@@ -25,6 +25,7 @@ from typing import Any
 
 from runner import cache_root
 from runner.core.errors import InvalidInput, RuntimeFailure
+from runner.core.files import write_atomic
 from runner.providers import Checkpoint, Job, JobEvent
 
 #: Fields every job.json has, with their types (what list, show, resume and loading a model read).
@@ -80,9 +81,7 @@ class LocalRegistry:
 
     def save(self, record: dict[str, Any]) -> None:
         folder = self.root / record["model_id"]
-        partial = folder / "job.json.partial"
-        partial.write_text(json.dumps(record, ensure_ascii=False, indent=2), encoding="utf-8")
-        os.replace(partial, folder / "job.json")
+        write_atomic(folder / "job.json", json.dumps(record, ensure_ascii=False, indent=2))
 
     def add_event(self, record: dict[str, Any], message: str, **data: Any) -> None:
         event = {"id": f"ev-{uuid.uuid4().hex[:12]}", "created_at": int(time.time()), "message": message, "data": data}
