@@ -34,7 +34,7 @@ from runner.config.spec import load_spec
 from runner.core.cache import ResponseCache
 from runner.data.dataset import spec_examples, take
 from runner.data.prompts import PromptBuilder
-from runner.providers.api.client import ChatAPIProvider
+from runner.providers.registry import open_provider
 from runner.tasks import make_task
 from tests.fake_api import keyword_logprobs, keyword_top_logprobs
 
@@ -132,7 +132,7 @@ async def serve(delay: float) -> None:
 
 
 def api_row(name: str, config: dict[str, Any], cache: ResponseCache, conversations: list, labels: list[str]) -> dict:
-    provider = ChatAPIProvider(config, cache)
+    provider = open_provider(config, cache)
     started = time.perf_counter()
     scores = provider.score(conversations, labels)
     seconds = time.perf_counter() - started

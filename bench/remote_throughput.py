@@ -33,7 +33,7 @@ from runner.core.runfolder import RunFolder
 from runner.data.dataset import spec_examples, take
 from runner.data.prompts import PromptBuilder
 from runner.pipeline.evaluate import raw_outputs
-from runner.providers.api.client import ChatAPIProvider
+from runner.providers.registry import open_provider
 from runner.tasks import make_task
 
 
@@ -106,7 +106,7 @@ def main() -> None:
                 "requests_per_minute": None,
             }
             cache = ResponseCache(Path(tmp) / "responses.sqlite")
-            provider = ChatAPIProvider(config, cache)
+            provider = open_provider(config, cache)
             cold = timed_run(spec, examples, builder, provider, Path(tmp) / "cold")
             cached = timed_run(spec, examples, builder, provider, Path(tmp) / "cached")
         conversations = [builder.messages(example) for example in examples]

@@ -25,6 +25,7 @@ from runner.providers.api.scoring import (
     label_scores,
     prompt_text,
 )
+from runner.providers.registry import open_provider
 from tests.conftest import make_tiny_gemma, write_project
 from tests.fake_api import FAULTS, FakeAPI
 from tests.test_remote import CANARY, rows
@@ -68,7 +69,7 @@ def read(folder: Path, name: str):
 
 def provider(api: FakeAPI, cache=None, **config) -> ChatAPIProvider:
     base = {"name": "openai_compatible", "model": "m", "base_url": api.openai_url, "timeout_s": 1, "max_retries": 6}
-    return ChatAPIProvider({**base, **config}, cache)
+    return open_provider({**base, **config}, cache)
 
 
 def conversations(n: int) -> list[list[dict[str, str]]]:

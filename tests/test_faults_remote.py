@@ -244,7 +244,7 @@ def test_stop_event_ends_retry_waits_at_once():
 
 def test_answers_are_handed_over_as_they_arrive_even_when_a_later_one_fails(api):
     """on_answer sees every answer bought before the failure: the caller can save them at once."""
-    from runner.providers.api.client import ChatAPIProvider
+    from runner.providers.registry import open_provider
 
     served = itertools.count()
 
@@ -254,7 +254,7 @@ def test_answers_are_handed_over_as_they_arrive_even_when_a_later_one_fails(api)
         send_raw(handler, 200, json.dumps(chat_body()).encode())
 
     hostile(api, chat=fifth_fails)
-    provider = ChatAPIProvider(
+    provider = open_provider(
         {"name": "openai", "model": "gpt-4o-mini", "base_url": api.openai_url, "concurrency": 1, "max_retries": 0}
     )
     delivered: list[int] = []

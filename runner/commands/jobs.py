@@ -11,8 +11,9 @@ from rich.table import Table
 
 from runner.core.errors import EXIT_INVALID, EXIT_OK
 from runner.providers import Provider
-from runner.providers.api.client import ChatAPIProvider, check_base_url
+from runner.providers.api.client import check_base_url
 from runner.providers.local.store import LocalRegistry
+from runner.providers.registry import open_provider
 
 
 def models_command(args: argparse.Namespace, console: Console) -> int:
@@ -54,7 +55,7 @@ def jobs_command(args: argparse.Namespace, console: Console) -> int:
     provider: Provider | LocalRegistry = (
         LocalRegistry()
         if args.provider == "local"
-        else ChatAPIProvider(
+        else open_provider(
             {"name": args.provider, "model": "-", "base_url": args.base_url, "api_key_env": args.api_key_env}
         )
     )

@@ -419,14 +419,14 @@ def _check_semantics(spec: Spec) -> None:
 
 
 def _check_fine_tune(spec: Spec) -> None:
-    from runner.providers import FINE_TUNE_SETTINGS
+    from runner.providers.registry import provider_class
 
     fine_tune, name = spec.doc["fine_tune"], spec.provider["name"]
     if "fine_tuned" in spec.evaluation["modes"] and not fine_tune["enabled"]:
         raise InvalidInput("mode fine_tuned needs fine_tune.enabled: true", where=spec.where("evaluation", "modes"))
     if not fine_tune["enabled"]:
         return
-    accepted = FINE_TUNE_SETTINGS[name]
+    accepted = provider_class(name).fine_tune_settings
     if not accepted:
         raise InvalidInput(f"provider {name} has no fine-tuning API", where=spec.where("fine_tune", "enabled"))
     for key, path in [(k, ("fine_tune", "hyperparameters", k)) for k in fine_tune["hyperparameters"]] + [

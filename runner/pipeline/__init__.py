@@ -35,7 +35,7 @@ from runner.pipeline.evaluate import raw_outputs
 from runner.pipeline.fine_tune import fine_tune
 from runner.pipeline.gates import check_gates, describe_gate, load_against
 from runner.providers import Provider
-from runner.providers.select import open_provider, preflight
+from runner.providers.registry import open_provider, preflight
 from runner.tasks import Example, Scored, Task, make_task
 
 STAGES = ("prep", "check", "fine_tune", "eval")

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from rich.console import Console
@@ -29,14 +29,6 @@ class Completion:
 
 
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-#: Fine-tuning settings each provider accepts; anything else in a spec is an error, not a silent drop.
-FINE_TUNE_SETTINGS: dict[str, set[str]] = {
-    "openai": {"n_epochs", "batch_size", "learning_rate_multiplier", "suffix", "seed"},
-    "zhipuai": {"n_epochs", "suffix"},
-    "openai_compatible": set(),
-    "local": {"n_epochs", "batch_size", "learning_rate_multiplier", "suffix", "seed", "local"},
-}
 
 
 @dataclass
@@ -71,9 +63,44 @@ class Checkpoint:
 
 
 class Provider(ABC):
-    name: str
+    """One model backend. What it can do is written as class attributes, so the rest of specrun asks
+    the class (`provider_class(name).can_score`) and never compares a provider's name.
+
+    Modelled on simonw/llm's `Model`: a small class per backend, registered by name
+    (runner/providers/registry.py, plus the `specrun.providers` entry-point group for plugins).
+    """
+
+    name: ClassVar[str]  # the spec's provider.name
+    default_model: ClassVar[str | None] = None  # provider.model when the spec gives none; None: the spec must
+    needs_key: ClassVar[bool] = False  # refuse to start without the key in the environment
+    key_env: ClassVar[str | None] = None  # environment variable holding the key (provider.api_key_env overrides)
+    can_score: ClassVar[bool] = False  # evaluation.method: score (log-probabilities of fixed answers)
+    scores_by_default: ClassVar[bool] = False  # a closed answer set is scored, not generated, unless the spec says
+    default_scoring: ClassVar[str | None] = None  # provider.scoring filled in when method is score (API paths)
+    can_embed: ClassVar[bool] = False  # hidden-state text embeddings (probe rows, few_shot.embedding: llm)
+    can_guide: ClassVar[bool] = False  # constrained decoding (evaluation.constrained)
+    fine_tune_settings: ClassVar[frozenset[str]] = frozenset()  # what fine_tune may set; empty: cannot fine-tune
+    caches_responses: ClassVar[bool] = True  # answers bought from a server go through the response cache
+    bills_usage: ClassVar[bool] = True  # tokens cost money (False: counted, nothing bought)
+    ignored_keys: ClassVar[tuple[str, ...]] = ()  # provider keys with no use here, dropped when defaults are filled
     model: str
     chunk_size: int | None = None  # examples per call between saves to the run folder; None: the default
+
+    @classmethod
+    def check_config(cls, doc: dict[str, Any], where: Callable[..., str]) -> None:
+        """This provider's own exit-2 checks of a loaded spec (`where(*key path)` names the spec line)."""
+        return None
+
+    @classmethod
+    def preflight(cls, config: dict[str, Any]) -> None:
+        """Fail now, naming the spec key, on what would fail later (a missing key, a model that is not
+        there). Loads nothing and sends nothing."""
+        return None
+
+    @classmethod
+    @abstractmethod
+    def open(cls, config: dict[str, Any], cache: Any = None) -> Provider:
+        """The provider a spec's `provider` section describes, ready to answer (a local model is loaded)."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

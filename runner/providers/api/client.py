@@ -26,7 +26,7 @@ import numpy as np
 from runner.core.cache import ResponseCache, cache_key
 from runner.core.errors import InvalidInput, RuntimeFailure, SpecrunError
 from runner.core.secrets import redact, register
-from runner.providers import FINE_TUNE_SETTINGS, Checkpoint, Completion, Conversation, Job, JobEvent, Progress, Provider
+from runner.providers import Checkpoint, Completion, Conversation, Job, JobEvent, Progress, Provider
 from runner.providers.api.retry import (
     MALFORMED_ERRORS,
     MalformedAnswer,
@@ -115,6 +115,18 @@ def preflight(config: dict[str, Any]) -> None:
 
 
 class ChatAPIProvider(Provider):
+    """A chat API reached through an official SDK; the subclasses below say which one and what it can do."""
+
+    needs_key = True
+
+    @classmethod
+    def preflight(cls, config: dict[str, Any]) -> None:
+        preflight(config)
+
+    @classmethod
+    def open(cls, config: dict[str, Any], cache: ResponseCache | None = None) -> ChatAPIProvider:
+        return cls(config, cache)
+
     def __init__(self, config: dict[str, Any], cache: ResponseCache | None = None):
         preflight(config)
         self.name = config["name"]
@@ -332,7 +344,7 @@ class ChatAPIProvider(Provider):
         return self._call(send, timed=False)  # a large file may take longer than timeout_s to send
 
     def create_job(self, training_file: str, settings: dict[str, Any]) -> Job:
-        unsupported = sorted(set(settings) - FINE_TUNE_SETTINGS[self.name] - {"validation_file"})
+        unsupported = sorted(set(settings) - self.fine_tune_settings - {"validation_file"})
         if unsupported:
             raise InvalidInput(f"{self.name} fine-tuning does not take {', '.join(unsupported)}", where="fine_tune")
         hyper = {k: settings[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier") if k in settings}
@@ -540,3 +552,27 @@ def _message(error: BaseException) -> str:
         text = str(error) or type(error).__name__
     text = " ".join(_clean(text).split())
     return redact(text if len(text) <= 300 else text[:297] + "…")
+
+
+class OpenAIProvider(ChatAPIProvider):
+    name = "openai"
+    key_env = "OPENAI_API_KEY"
+    can_score = True
+    default_scoring = "chat"  # OpenAI returns no prompt log-probabilities: top_logprobs of the reply
+    fine_tune_settings = frozenset({"n_epochs", "batch_size", "learning_rate_multiplier", "suffix", "seed"})
+
+
+class ZhipuAIProvider(ChatAPIProvider):
+    name = "zhipuai"
+    key_env = "ZHIPUAI_API_KEY"
+    fine_tune_settings = frozenset({"n_epochs", "suffix"})
+
+
+class OpenAICompatibleProvider(ChatAPIProvider):
+    """vLLM, Ollama, llama.cpp's server or any server speaking OpenAI's HTTP API at provider.base_url."""
+
+    name = "openai_compatible"
+    key_env = "OPENAI_API_KEY"
+    needs_key = False  # local servers usually take any key
+    can_score = True
+    default_scoring = "completions"  # echo + logprobs over prompt and label

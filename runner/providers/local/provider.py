@@ -119,6 +119,15 @@ class LocalProvider(Provider):
     """The embedded model, a model folder, a .gguf file, or a model fine-tuned here (registry id)."""
 
     name = "local"
+    default_model = "gemma-3-270m"
+    can_score = True
+    scores_by_default = True
+    can_embed = True
+    can_guide = True
+    fine_tune_settings = frozenset({"n_epochs", "batch_size", "learning_rate_multiplier", "suffix", "seed", "local"})
+    caches_responses = False  # answers cost nothing to recompute; the run folder keeps them for resume
+    bills_usage = False
+    ignored_keys = ("concurrency", "timeout_s", "max_retries")  # what a local model has no use for
     # Scoring sorts and packs the prompts of one call by length: 256 at a time (~15 s of TNEWS on
     # 2 cores between saves to the run folder) packs almost as well as all of them.
     chunk_size = 256
@@ -145,6 +154,14 @@ class LocalProvider(Provider):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+
+    @classmethod
+    def preflight(cls, config: dict[str, Any]) -> None:
+        check_model_ref(config["model"])
+
+    @classmethod
+    def open(cls, config: dict[str, Any], cache: Any = None) -> LocalProvider:
+        return cls(config["model"], batch_size=config["batch_size"])
 
     @property
     def loaded(self) -> LoadedModel:

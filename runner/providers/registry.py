@@ -1,0 +1,59 @@
+"""Which class answers for a spec's `provider.name`: one table, built-ins and plugins alike.
+
+Built-in providers are listed here; a package installed beside specrun adds its own through the
+`specrun.providers` entry-point group (`name = "package.module:Class"`), the convention of pytest
+and simonw/llm plugins. Nothing else in specrun maps a provider name to code.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
+
+from runner.core.errors import InvalidInput
+from runner.providers import Provider
+
+ENTRY_POINT_GROUP = "specrun.providers"
+BUILT_IN = {
+    "local": "runner.providers.local.provider:LocalProvider",
+    "openai": "runner.providers.api.client:OpenAIProvider",
+    "zhipuai": "runner.providers.api.client:ZhipuAIProvider",
+    "openai_compatible": "runner.providers.api.client:OpenAICompatibleProvider",
+}
+
+
+@functools.cache
+def provider_table() -> dict[str, str]:
+    """name -> "module:Class", built-ins first; a plugin cannot replace a built-in name."""
+    table = dict(BUILT_IN)
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        table.setdefault(point.name, point.value)
+    return table
+
+
+def provider_names() -> list[str]:
+    return list(provider_table())
+
+
+def provider_class(name: str) -> type[Provider]:
+    """The class registered under `name`; InvalidInput naming provider.name for an unknown one."""
+    target = provider_table().get(name) if isinstance(name, str) else None
+    if target is None:
+        raise InvalidInput(f"unknown provider {name!r}; known: {', '.join(provider_table())}", where="provider.name")
+    module, _, attribute = target.partition(":")
+    cls = getattr(importlib.import_module(module), attribute)
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise InvalidInput(f"{target} (provider {name!r}) is not a specrun Provider class", where="provider.name")
+    return cls
+
+
+def preflight(config: dict[str, Any]) -> None:
+    """Fail now, with the spec key named, on what would fail later. Loads nothing and sends nothing."""
+    provider_class(config["name"]).preflight(config)
+
+
+def open_provider(config: dict[str, Any], cache: Any = None) -> Provider:
+    """The provider a spec's `provider` section names (loading the model if it is local)."""
+    return provider_class(config["name"]).open(config, cache)
