@@ -164,21 +164,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             f"{len(splits.validation)} validation, {len(splits.eval)} eval examples)"
         )
         return EXIT_OK
-    from runner.pipeline import STAGES, run_spec
+    from runner.pipeline import COMMAND_STAGES, run_spec
 
-    stages = {
-        "run": STAGES,
-        "prep": ("prep",),
-        "check": ("prep", "check"),
-        "eval": ("fine_tune", "eval"),  # a fine_tuned mode needs its model: trained or reattached first
-    }
     limit = getattr(args, "limit", None)
     if limit is not None and limit < 1:
         console.print("[red]error:[/] --limit must be at least 1")
         return EXIT_INVALID
     outcome = run_spec(
         spec,
-        stages=stages[args.command],
+        stages=COMMAND_STAGES[args.command],
         limit=limit,
         dry_run=getattr(args, "dry_run", False),
         out_dir=args.out or Path("runs"),
@@ -195,7 +189,7 @@ def _matrix(matrix: Matrix, args: argparse.Namespace) -> int:
     """A spec with `matrix:`: validate or run its cells (runner/commands/matrix.py)."""
     from runner.commands.matrix import run_matrix, validate_matrix
     from runner.core.errors import InvalidInput
-    from runner.pipeline import STAGES
+    from runner.pipeline import COMMAND_STAGES
 
     if args.command == "validate":
         return validate_matrix(matrix, args.overrides, console)
@@ -206,12 +200,11 @@ def _matrix(matrix: Matrix, args: argparse.Namespace) -> int:
         )
     if args.limit is not None and args.limit < 1:
         raise InvalidInput("--limit must be at least 1")
-    stages = {"run": STAGES, "prep": ("prep",), "eval": ("fine_tune", "eval")}[args.command]
     return run_matrix(
         matrix,
         overrides=args.overrides,
         only=args.only,
-        stages=stages,
+        stages=COMMAND_STAGES[args.command],
         limit=args.limit,
         dry_run=getattr(args, "dry_run", False),
         out_dir=args.out or Path("runs"),

@@ -285,7 +285,7 @@ class GazetteerProvider:
 @pytest.fixture
 def gazetteer(monkeypatch):
     GazetteerProvider.calls, GazetteerProvider.crash_after = [], None
-    monkeypatch.setattr("runner.pipeline.open_provider", lambda config, cache=None: GazetteerProvider())
+    monkeypatch.setattr("runner.providers.registry.open_provider", lambda config, cache=None: GazetteerProvider())
     return GazetteerProvider
 
 

@@ -105,7 +105,7 @@ def test_few_shot_mode_in_the_pipeline(tmp_path, monkeypatch):
             seen.extend(c[-1]["content"] for c in conversations)
             return super().score(conversations, answers, progress)
 
-    monkeypatch.setattr("runner.pipeline.open_provider", lambda config, cache=None: Recording())
+    monkeypatch.setattr("runner.providers.registry.open_provider", lambda config, cache=None: Recording())
     spec = write_project(
         tmp_path, {"evaluation.modes": ["zero_shot", "few_shot"], "few_shot": {"k": 2, "embedding": "tfidf"}}
     )

@@ -50,7 +50,7 @@ def test_a_failed_run_is_left_and_the_next_starts_a_new_folder_without_buying_ag
     def crash(*args, **kwargs):
         raise RuntimeFailure("something after the answers broke")
 
-    monkeypatch.setattr("runner.pipeline.check_gates", crash)
+    monkeypatch.setattr("runner.pipeline.gates.check_gates", crash)
     assert main(["run", str(spec), "--out", str(out)]) == 3
     (failed,) = folders(out)
     assert json.loads((failed / "manifest.json").read_text())["status"] == "failed"

@@ -426,7 +426,7 @@ def test_the_pipeline_writes_them_for_finished_failed_and_interrupted_runs(
     tmp_path, monkeypatch, fails, code, status, counted
 ):
     _Keyword.fails = fails
-    monkeypatch.setattr("runner.pipeline.open_provider", lambda config, cache=None: _Keyword())
+    monkeypatch.setattr("runner.providers.registry.open_provider", lambda config, cache=None: _Keyword())
     spec = write_project(tmp_path, {"evaluation.gates": ["accuracy >= 0.9"]})
     assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == code
     (folder,) = list((tmp_path / "runs" / "tiny").iterdir())

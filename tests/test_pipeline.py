@@ -43,7 +43,7 @@ class KeywordProvider(Provider):
 @pytest.fixture
 def fake_model(monkeypatch):
     KeywordProvider.calls, KeywordProvider.crash_after = [], None
-    monkeypatch.setattr("runner.pipeline.open_provider", lambda config, cache=None: KeywordProvider())
+    monkeypatch.setattr("runner.providers.registry.open_provider", lambda config, cache=None: KeywordProvider())
     return KeywordProvider
 
 
@@ -135,7 +135,7 @@ def test_dry_run_and_single_stages_load_no_model(tmp_path, monkeypatch):
     def refuse(config, cache=None):
         raise AssertionError("no model may be loaded")
 
-    monkeypatch.setattr("runner.pipeline.open_provider", refuse)
+    monkeypatch.setattr("runner.providers.registry.open_provider", refuse)
     spec = write_project(tmp_path)
     out = tmp_path / "runs"
     assert main(["run", str(spec), "--dry-run", "--out", str(out)]) == 0
@@ -150,7 +150,9 @@ def test_dry_run_and_single_stages_load_no_model(tmp_path, monkeypatch):
 
 
 def test_bad_data_fails_before_any_model_or_folder(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("runner.pipeline.open_provider", lambda config, cache=None: pytest.fail("model loaded"))
+    monkeypatch.setattr(
+        "runner.providers.registry.open_provider", lambda config, cache=None: pytest.fail("model loaded")
+    )
     rows = [{"sentence": "a", "label_desc": "news_tech"}, {"sentence": "b", "label_desc": "news_weather"}]
     spec = write_project(tmp_path, rows=rows)
     assert main(["run", str(spec), "--out", str(tmp_path / "runs")]) == 2

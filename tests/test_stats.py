@@ -279,7 +279,7 @@ def keyword_model(monkeypatch):
     from tests.test_pipeline import KeywordProvider
 
     KeywordProvider.calls, KeywordProvider.crash_after = [], None
-    monkeypatch.setattr("runner.pipeline.open_provider", lambda config, cache=None: KeywordProvider())
+    monkeypatch.setattr("runner.providers.registry.open_provider", lambda config, cache=None: KeywordProvider())
     return KeywordProvider
 
 

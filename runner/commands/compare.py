@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runner.core.errors import InvalidInput, RuntimeFailure
+from runner.pipeline.gates import cell_run
 from runner.tasks import TASK_TYPES, task_class
 
 MISSING = "—"
@@ -82,15 +83,6 @@ def find_labelled_runs(targets: list[str]) -> dict[Path, str | None]:
                     "not a run folder (no manifest.json) nor a matrix folder (no matrix.json)", where=str(match)
                 )
     return found
-
-
-def cell_run(matrix_folder: Path, run: str) -> Path:
-    """A matrix cell's run folder. matrix.json records it as given to --out (often relative to where the
-    matrix ran), but cells always sit beside the matrix folder in runs/<name>/: look there first."""
-    recorded, beside = Path(run), matrix_folder.parent / Path(run).name
-    if recorded.is_absolute() and recorded.is_dir():
-        return recorded
-    return beside if (beside / "manifest.json").is_file() else recorded
 
 
 def _matrix_runs(folder: Path) -> dict[Path, str | None]:

@@ -39,7 +39,7 @@ from runner.config.spec import Spec, load_spec
 from runner.core.errors import EXIT_GATE_FAILED, EXIT_OK, InvalidInput, RuntimeFailure, SpecrunError
 from runner.core.files import write_atomic
 from runner.core.jsonl import read_text
-from runner.pipeline import STAGES, check_gates, prepare, run_identity, run_spec
+from runner.pipeline import COMMAND_STAGES, check_gates, prepare, run_identity, run_spec
 from runner.pipeline.gates import load_against, needs_against
 
 MAX_CELLS = 64  # beyond this a matrix is a sweep; run it as several specs, or narrow it with --only
@@ -245,7 +245,7 @@ def run_matrix(
     *,
     overrides: list[str],
     only: list[str],
-    stages: tuple[str, ...] = STAGES,
+    stages: tuple[str, ...] = COMMAND_STAGES["run"],
     limit: int | None = None,
     dry_run: bool = False,
     out_dir: Path = Path("runs"),

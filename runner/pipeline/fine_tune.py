@@ -1,4 +1,4 @@
-"""The fine-tuning stage: upload train.jsonl, create (or reattach to) the job, poll it to the end.
+"""Stage `fine_tune`: upload train.jsonl, create (or reattach to) the job, poll it to the end.
 
 Everything learnt is written to finetune.json in the run folder as soon as it is known: the
 uploaded file id, the job id, events seen, the resulting model. A job is never created twice:
@@ -14,9 +14,12 @@ from typing import Any
 
 from rich.console import Console
 
+from runner.config.spec import fine_tune_settings
 from runner.core.errors import InvalidInput, RuntimeFailure
 from runner.core.runfolder import RunFolder
+from runner.pipeline.context import RunContext
 from runner.providers import Job, Provider
+from runner.providers import registry as providers
 from runner.providers.api.retry import BACKOFF_BASE_S, is_retryable
 
 STATE = "finetune.json"
@@ -105,3 +108,23 @@ def fine_tune(
         raise RuntimeFailure(f"fine-tuning job {job.id} {job.status}{f': {job.error}' if job.error else ''}")
     console.print(f"fine-tune: [green]succeeded[/] → {job.fine_tuned_model}")
     return state
+
+
+# --- the stage ----------------------------------------------------------------------------------------
+
+NAME = "fine_tune"
+
+
+def wanted(ctx: RunContext) -> bool:
+    return ctx.fine_tuning and not ctx.dry_run
+
+
+def run(ctx: RunContext) -> None:
+    """Train (or reattach to) the spec's job; the fine_tuned mode then answers with its model."""
+    spec = ctx.spec
+    provider = providers.open_provider(spec.provider, ctx.cache)
+    state = fine_tune(
+        provider, ctx.run, fine_tune_settings(spec), spec.doc["fine_tune"]["poll_interval_s"], ctx.console
+    )
+    ctx.manifest["fine_tune"] = {k: state.get(k) for k in ("job_id", "training_file", "base_model", "fine_tuned_model")}
+    ctx.models["fine_tuned"] = state["fine_tuned_model"]

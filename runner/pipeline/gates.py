@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from runner.commands.compare import cell_run
 from runner.config.spec import Gate, Spec
 from runner.core import stats
 from runner.core.errors import InvalidInput
@@ -68,6 +67,15 @@ class AgainstRun:
             return task.example_stats(examples, [by_id[e.id][row] for e in examples]), None
         except (KeyError, TypeError, ValueError, IndexError):
             return None, f"its {row} answers cannot be read as this task's predictions"
+
+
+def cell_run(matrix_folder: Path, run: str) -> Path:
+    """A matrix cell's run folder. matrix.json records it as given to --out (often relative to where the
+    matrix ran), but cells always sit beside the matrix folder in runs/<name>/: look there first."""
+    recorded, beside = Path(run), matrix_folder.parent / Path(run).name
+    if recorded.is_absolute() and recorded.is_dir():
+        return recorded
+    return beside if (beside / "manifest.json").is_file() else recorded
 
 
 def needs_against(spec: Spec) -> bool:

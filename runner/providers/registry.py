@@ -57,3 +57,12 @@ def preflight(config: dict[str, Any]) -> None:
 def open_provider(config: dict[str, Any], cache: Any = None) -> Provider:
     """The provider a spec's `provider` section names (loading the model if it is local)."""
     return provider_class(config["name"]).open(config, cache)
+
+
+def embedding_provider(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Which model embeds texts for this spec (few-shot retrieval by similarity): None when the spec's
+    own provider can (its base model is used), else the embedded default, which needs no key."""
+    if provider_class(config["name"]).can_embed:
+        return None
+    local = provider_class("local")
+    return {"name": local.name, "model": local.default_model, "batch_size": 8}

@@ -1,0 +1,42 @@
+"""Stage `report`: always the last, also when a stage failed or the run was interrupted: the
+manifest's end, report.md, and report.html / summary.json / junit.xml (runner/outputs/)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from runner.outputs import write_outputs
+from runner.outputs.markdown import render_report, results_table
+from runner.pipeline.context import RunContext
+from runner.pipeline.gates import describe_gate
+
+NAME = "report"
+
+
+def wanted(ctx: RunContext) -> bool:
+    return True
+
+
+def run(ctx: RunContext) -> None:
+    manifest, outcome, run = ctx.manifest, ctx.outcome, ctx.run
+    manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    manifest["wall_seconds"] = round(time.perf_counter() - ctx.started, 1)
+    run.write_json("manifest.json", manifest)
+    run.write_text("report.md", render_report(manifest, outcome.metrics, outcome.gates, outcome.checks, ctx.task))
+    write_outputs(run, manifest, outcome.metrics, outcome.gates, outcome.checks, ctx.task, say=ctx.console.print)
+    run.close()  # release the folder's lock now, not when the process ends
+
+
+def say_results(ctx: RunContext) -> None:
+    """The console's last lines after a finished run: the results table, each gate, where the report is."""
+    console, outcome = ctx.console, ctx.outcome
+    if outcome.metrics:
+        console.print(results_table(outcome.metrics, ctx.manifest, ctx.task))
+    for gate in outcome.gates:
+        colour = "green" if gate["passed"] else "red"
+        console.print(
+            f"gate [{colour}]{'pass' if gate['passed'] else 'FAIL'}[/]: {gate['gate']} ({describe_gate(gate)})",
+            highlight=False,
+        )
+    console.print(f"report: {ctx.run.file('report.md')} · {ctx.run.file('report.html')}")
