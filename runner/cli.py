@@ -5,14 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from runner.core.errors import EXIT_INVALID, EXIT_OK, SpecrunError
-
-if TYPE_CHECKING:
-    from runner.commands.matrix import Matrix
+from runner.core.errors import SpecrunError
 
 # Logs (not a terminal) get a wide console so tables and long paths stay readable.
 console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 150)
@@ -116,160 +112,23 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+#: command -> "module:function(args, console) -> exit code"; each command lives in one module.
+COMMANDS = {
+    **dict.fromkeys(("validate", "run", "prep", "check", "eval"), "runner.commands.spec:spec_command"),
+    "init": "runner.commands.init:init_command",
+    "compare": "runner.commands.compare:compare_command",
+    "jobs": "runner.commands.jobs:jobs_command",
+    "models": "runner.commands.jobs:models_command",
+    "cache": "runner.commands.cache:cache_command",
+}
+
+
 def _dispatch(args: argparse.Namespace) -> int:
-    from rich.markup import escape
+    """Import only the command asked for: `specrun validate` never loads torch."""
+    import importlib
 
-    from runner.config.spec import load_spec
-
-    if args.command == "cache":
-        return _cache(args.action)
-    if args.command == "compare":
-        from runner.commands.compare import compare_command
-
-        return compare_command(args.runs, args.format, args.out, console)
-    if args.command in ("jobs", "models"):
-        from runner.commands.jobs import jobs_command, models_command
-
-        return (jobs_command if args.command == "jobs" else models_command)(args, console)
-    if args.command == "init":
-        from runner.commands.init import init_command
-
-        return init_command(args, console)
-    if args.command == "check":
-        from runner.data.chat_checks import check_target_kind
-
-        if check_target_kind(args.target) == "data":  # by suffix, then content: never a spec read as data
-            return _check_jsonl(
-                args.target,
-                "gpt-4o-mini-2024-07-18" if args.model is None else args.model,
-                args.overrides,
-                args.out,
-                args.json,
-            )
-    from runner.commands.matrix import read_matrix
-
-    matrix = read_matrix(args.target if args.command == "check" else args.spec, args.overrides)
-    if matrix is not None:
-        return _matrix(matrix, args)
-    if getattr(args, "only", None):
-        console.print(f"[red]error:[/] --only picks cells of a matrix; {escape(str(args.spec))} has no matrix")
-        return EXIT_INVALID
-    spec = load_spec(args.target if args.command == "check" else args.spec, args.overrides)
-    if args.command == "validate":
-        from runner.pipeline import prepare
-
-        splits = prepare(spec).splits  # reads every split and renders every prompt; loads no model
-        console.print(
-            f"[green]valid[/]: {escape(str(spec.path))} ({spec.task}; {len(splits.train)} train, "
-            f"{len(splits.validation)} validation, {len(splits.eval)} eval examples)"
-        )
-        return EXIT_OK
-    from runner.pipeline import COMMAND_STAGES, run_spec
-
-    limit = getattr(args, "limit", None)
-    if limit is not None and limit < 1:
-        console.print("[red]error:[/] --limit must be at least 1")
-        return EXIT_INVALID
-    outcome = run_spec(
-        spec,
-        stages=COMMAND_STAGES[args.command],
-        limit=limit,
-        dry_run=getattr(args, "dry_run", False),
-        out_dir=args.out or Path("runs"),
-        console=console,
-        use_cache=not getattr(args, "no_cache", False),
-        against=getattr(args, "against", None),
-    )
-    if getattr(args, "json", False) and outcome.checks is not None:
-        _print_json(outcome.checks)
-    return outcome.exit_code
-
-
-def _matrix(matrix: Matrix, args: argparse.Namespace) -> int:
-    """A spec with `matrix:`: validate or run its cells (runner/commands/matrix.py)."""
-    from runner.commands.matrix import run_matrix, validate_matrix
-    from runner.core.errors import InvalidInput
-    from runner.pipeline import COMMAND_STAGES
-
-    if args.command == "validate":
-        return validate_matrix(matrix, args.overrides, console)
-    if args.command == "check":
-        raise InvalidInput(
-            "a matrix spec's cells are checked by specrun run; check one with run --dry-run --only",
-            where=str(matrix.path),
-        )
-    if args.limit is not None and args.limit < 1:
-        raise InvalidInput("--limit must be at least 1")
-    return run_matrix(
-        matrix,
-        overrides=args.overrides,
-        only=args.only,
-        stages=COMMAND_STAGES[args.command],
-        limit=args.limit,
-        dry_run=getattr(args, "dry_run", False),
-        out_dir=args.out or Path("runs"),
-        console=console,
-        use_cache=not args.no_cache,
-        against=getattr(args, "against", None),
-    )
-
-
-def _cache(action: str) -> int:
-    from runner.core.cache import ResponseCache
-
-    cache = ResponseCache()
-    if action == "clear":
-        console.print(f"cleared {cache.clear()} cached responses from {cache.path}")
-    stats = cache.stats()
-    console.print(f"{stats['path']}: {stats['entries']} responses, {stats['bytes'] / 1e6:.1f} MB")
-    return EXIT_OK
-
-
-def _check_jsonl(
-    path: Path, model: str, overrides: list[str] | None = None, out: Path | None = None, as_json: bool = False
-) -> int:
-    from runner.core.errors import InvalidInput
-    from runner.core.runfolder import make_dir
-    from runner.core.tokens import encoding_name
-    from runner.data.chat_checks import run_checks, summary_lines
-
-    if overrides:
-        raise InvalidInput(f"--set {overrides[0]!r}: --set changes a spec; {path} is a data file")
-    if encoding_name(model) is None:
-        raise InvalidInput(f"--model {model!r}: no shipped tiktoken encoding for this model")
-    if out is not None:
-        make_dir(out, "--out")  # a folder that cannot be made is found before the checks run
-    checks = run_checks(path, model)  # empty, non-UTF-8 or unreadable files: InvalidInput (exit 2)
-    for line in summary_lines(checks):
-        console.print(line, highlight=False, markup=False)
-    if out is not None:
-        console.print(f"checks: {_write_checks(checks, out)}", highlight=False, markup=False)
-    if as_json:
-        _print_json(checks)
-    return EXIT_INVALID if checks["format_errors"] else EXIT_OK
-
-
-def _write_checks(checks: dict, out: Path) -> Path:
-    """out/checks.json, written whole or not at all; a folder that cannot hold it is exit 3."""
-    import json
-
-    from runner.core.errors import RuntimeFailure
-    from runner.core.files import write_atomic
-
-    target = out / "checks.json"
-    try:
-        write_atomic(target, json.dumps(checks, ensure_ascii=False, indent=2) + "\n")
-    except OSError as error:
-        raise RuntimeFailure(f"--out {out}: cannot write checks.json: {error.strerror or error}") from None
-    return target
-
-
-def _print_json(value: dict) -> None:
-    """The only thing a command prints to stdout, so `specrun check --json … | jq` reads it whole."""
-    import json
-
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
-    sys.stdout.flush()
+    module, _, function = COMMANDS[args.command].partition(":")
+    return getattr(importlib.import_module(module), function)(args, console)
 
 
 if __name__ == "__main__":

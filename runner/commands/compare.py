@@ -267,8 +267,9 @@ def _html_table(header: list[str], rows: list[list[str]], numeric_from: int) -> 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def compare_command(targets: list[str], fmt: str, out: Path | None, console: Any) -> int:
+def compare_command(args: Any, console: Any) -> int:
     """The CLI's compare: exit 0; 2 (InvalidInput) for a target that is not a run; 3 if --out cannot be written."""
+    targets, fmt, out = args.runs, args.format, args.out
     labelled = find_labelled_runs(targets)
     comparison = compare(list(labelled), {path: label for path, label in labelled.items() if label})
     if fmt == "table" and out is None:

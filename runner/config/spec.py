@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,6 @@ class Gate:
             raise InvalidInput(  # 'accuracy >= 40' never passes, 'invalid_rate < 5' always does
                 f"gate {text!r}: every metric is a share from 0 to 1 (write 40% as 0.4)", where=where
             )
-        if threshold == (row, metric) and not against and not offset:
-            raise InvalidInput(f"gate {text!r} compares a metric with itself", where=where)
         confidence = None
         if match["confidence"] is not None:
             try:
@@ -100,6 +99,13 @@ class Gate:
                 raise InvalidInput(f"gate {text!r}: a confidence needs <, <=, > or >=, not ==", where=where)
             confidence = percent / 100
         return cls(row, metric, op, threshold, offset, confidence, against)
+
+    def compares_itself(self, primary: str) -> bool:
+        """'accuracy > zero_shot.accuracy' when zero_shot is the first mode: a gate that can never change.
+        A gate without a row names the first mode's (`primary`)."""
+        if not isinstance(self.threshold, tuple) or self.against or self.offset:
+            return False
+        return (self.row or primary, self.metric) == (self.threshold[0] or primary, self.threshold[1])
 
 
 def _split_metric(ref: str, where: str, metrics: tuple[str, ...]) -> tuple[str | None, str]:
@@ -208,34 +214,35 @@ def _apply_override(doc: dict, override: str, lines: dict[tuple, int]) -> tuple[
     if not sep or not key.strip():
         raise InvalidInput(f"--set {override!r}: write it as dotted.key=value")
     value = load_value(raw_value, f"--set {key.strip()}")
-    parts = key.strip().split(".")
-    target = doc
-    for part in parts[:-1]:
-        if not isinstance(target.get(part, {}), dict):
-            raise InvalidInput(f"--set {override!r}: {part!r} is not a mapping in the spec")
-        target = target.setdefault(part, {})
+    parts = tuple(key.strip().split("."))
     if parts[-1] in PATH_KEYS and isinstance(value, str) and value:
         value = resolved(Path(value), f"--set {key.strip()}")
-    target[parts[-1]] = value
-    for path in [p for p in lines if p[: len(parts)] == tuple(parts)]:
-        del lines[path]
-    return tuple(parts)
+    _set_dotted(doc, parts, value, lines, lambda message: InvalidInput(f"--set {override!r}: {message}"))
+    return parts
 
 
 def _apply_cell_value(doc: dict, key: str, value: Any, lines: dict[tuple, int], where: str) -> None:
     """Set a matrix key as if the spec said it (paths stay relative to the spec); errors point at the matrix line."""
-    parts = key.split(".")
+    parts = tuple(key.split("."))
+    line = lines.get(("matrix", key))
+    _set_dotted(doc, parts, value, lines, lambda message: InvalidInput(message, where=where))
+    if line is not None:
+        lines[parts] = line
+
+
+def _set_dotted(
+    doc: dict, parts: tuple[str, ...], value: Any, lines: dict[tuple, int], error: Callable[[str], InvalidInput]
+) -> None:
+    """The one way a key is set from outside the spec file (--set, a matrix cell): parents are made as
+    needed, and the spec's line numbers for the replaced key no longer apply."""
     target = doc
     for part in parts[:-1]:
         if not isinstance(target.get(part, {}), dict):
-            raise InvalidInput(f"{part!r} is not a mapping in the spec", where=where)
+            raise error(f"{part!r} is not a mapping in the spec")
         target = target.setdefault(part, {})
     target[parts[-1]] = value
-    line = lines.get(("matrix", key))
-    for stale in [p for p in lines if p[: len(parts)] == tuple(parts)]:
+    for stale in [p for p in lines if p[: len(parts)] == parts]:
         del lines[stale]
-    if line is not None:
-        lines[tuple(parts)] = line
 
 
 def _non_finite(value: Any, path: tuple = ()) -> tuple | None:
@@ -397,11 +404,7 @@ def _check_semantics(spec: Spec) -> None:
     gates = spec.gates
     primary = spec.evaluation["modes"][0]
     for index, gate in enumerate(gates):
-        same = isinstance(gate.threshold, tuple) and (gate.row or primary, gate.metric) == (
-            gate.threshold[0] or primary,
-            gate.threshold[1],
-        )
-        if same and not gate.against and not gate.offset:
+        if gate.compares_itself(primary):
             raise InvalidInput(
                 f"gate {spec.evaluation['gates'][index]!r} compares a metric with itself "
                 f"(a gate without a row names the first mode's, {primary})",
