@@ -1,5 +1,5 @@
-"""Every documented default is the effective one: the schema's `default` keywords and the README's
-"(default)" notes against what a loaded spec actually holds."""
+"""Every documented default is the effective one: the schema's `default` keywords and the defaults
+docs/providers.md and docs/tasks.md state, against what a loaded spec actually holds."""
 
 from __future__ import annotations
 
@@ -67,26 +67,29 @@ def test_dependent_defaults(tmp_path):
     assert remote.provider["params"]["max_tokens"] == 16
 
 
-README_CLAIMS = [  # (pattern in the README, key path in a loaded remote or local spec)
-    (r"`concurrency` \((\d+)\)", ("provider", "concurrency")),
-    (r"`timeout_s` \((\d+)\)", ("provider", "timeout_s")),
-    (r"`max_retries` \((\d+)\)", ("provider", "max_retries")),
-    (r"`k` \((\d+)\)", ("few_shot", "k")),
+DOC_CLAIMS = [  # (page under docs/, pattern on it, key path in a loaded remote or local spec)
+    ("providers.md", r"`concurrency` \((\d+)\)", ("provider", "concurrency")),
+    ("providers.md", r"`timeout_s` \((\d+)\)", ("provider", "timeout_s")),
+    ("providers.md", r"`max_retries` \((\d+)\)", ("provider", "max_retries")),
+    ("tasks.md", r"`k` \((\d+)\)", ("few_shot", "k")),
 ]
 
 
-@pytest.mark.parametrize(("pattern", "path"), README_CLAIMS)
-def test_readme_defaults_match(tmp_path, pattern, path):
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    claimed = re.search(pattern, readme)
-    assert claimed, f"README no longer states {pattern}"
+def _doc(page: str) -> str:
+    return (ROOT / "docs" / page).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("page", "pattern", "path"), DOC_CLAIMS)
+def test_documented_defaults_match(tmp_path, page, pattern, path):
+    claimed = re.search(pattern, _doc(page))
+    assert claimed, f"docs/{page} no longer states {pattern}"
     spec = load_spec(write_project(tmp_path, REMOTE))
     assert str(_get(spec.doc, path)) == claimed.group(1)
 
 
-def test_readme_few_shot_defaults_match(tmp_path):
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_documented_few_shot_defaults_match(tmp_path):
+    tasks = _doc("tasks.md")
     spec = load_spec(write_project(tmp_path))
-    strategy = re.search(r"`strategy` \(`(\w+)` \| `(\w+)`\)", readme).group(1)
-    embedding = re.search(r"`embedding` \(`(\w+)` \| `(\w+)`\)", readme).group(1)
+    strategy = re.search(r"`strategy` \(`(\w+)` \| `(\w+)`\)", tasks).group(1)
+    embedding = re.search(r"`embedding` \(`(\w+)` \| `(\w+)`\)", tasks).group(1)
     assert (spec.doc["few_shot"]["strategy"], spec.doc["few_shot"]["embedding"]) == (strategy, embedding)
