@@ -14,7 +14,8 @@ import numpy as np
 
 from runner.core.errors import InvalidInput
 from runner.tasks import Decoded, Example, Task, Where, pct_ci
-from runner.tasks.classification import join_text
+from runner.tasks.common import MistakeSet, capability, join_text
+from runner.tasks.extraction import report as page
 from runner.tasks.extraction.answer import AnswerGuide, Entity, locate, parse, render
 from runner.tasks.extraction.baseline import crf_predictions
 from runner.tasks.extraction.metrics import entity_aggregate, entity_metrics, entity_stats
@@ -29,6 +30,8 @@ class ExtractionTask(Task):
     primary_metric = "entity_f1"
     methods = ("generate",)
     baseline_name = "char CRF"
+    max_tokens = 128  # a JSON answer is longer than a label
+    text_keyed = ("entities",)
 
     def __init__(self, doc: dict[str, Any]):
         super().__init__(doc)
@@ -39,6 +42,15 @@ class ExtractionTask(Task):
         self.names = {t: v["name"] for t, v in self.types.items()}
         self.ignored = set(doc["data"].get("ignore_types", []))
         self.text_fields = doc["data"]["text_fields"]
+
+    @classmethod
+    def apply_defaults(cls, doc: dict[str, Any], provider_cls: type) -> None:
+        super().apply_defaults(doc, provider_cls)
+        doc["data"].setdefault("text_fields", ["text"])
+        # Measured on CLUENER (bench/RESULTS.md): a fine-tuned model scores higher decoding freely,
+        # since forcing a substring where it would have named something else costs more than the
+        # rare hallucination that reading the answer drops anyway.
+        doc["evaluation"].setdefault("constrained", False)
 
     @classmethod
     def check_spec(cls, doc: dict[str, Any], where: Where) -> None:
@@ -64,10 +76,7 @@ class ExtractionTask(Task):
         if evaluation["calibration"] != "none":
             raise InvalidInput("calibration applies to label scores; extraction has none",
                                where=where("evaluation", "calibration"))  # fmt: skip
-        for key in ("ensemble", "probe"):
-            if evaluation[key]:
-                raise InvalidInput(f"evaluation.{key} is a classification row; extraction has none",
-                                   where=where("evaluation", key))  # fmt: skip
+        cls.check_foreign_rows(doc, where)
         for key_path, fmt in [(("data",), doc["data"].get("format"))] + [
             (("splits", name), split.get("format")) for name, split in doc["splits"].items()
         ]:
@@ -120,6 +129,22 @@ class ExtractionTask(Task):
         entities = tuple(sorted(Entity(s, e, t, text[s:e]) for t, s, e in spans))
         return Example(id=example_id, text=text, gold=entities, record={**row, "text": text})
 
+    # Report
+    breakdown_key = "per_type"
+    breakdown_title = "Per entity type"
+    breakdown_column = "type"
+    breakdown_chart = "entity type"
+
+    def row_description(self, row: str, manifest: dict[str, Any]) -> str | None:
+        return page.row_description(row, manifest)
+
+    @classmethod
+    def display_names(cls, spec: dict[str, Any]) -> dict[str, str]:
+        return {str(k): str(v["name"] if isinstance(v, dict) else v) for k, v in (spec.get("entities") or {}).items()}
+
+    def mistakes(self, records: list[dict[str, Any]], row: str, manifest: dict[str, Any]) -> MistakeSet | None:
+        return page.extraction_mistakes(records, row, self.display_names(manifest["spec"]))
+
     # Prompts
     def prompt_variables(self) -> dict[str, Any]:
         shape = "{" + ", ".join(f'"{name}": ["…"]' for name in self.names.values()) + "}"
@@ -129,7 +154,7 @@ class ExtractionTask(Task):
         return render(example.gold, self.names)
 
     def generation_guide(self, example: Example) -> AnswerGuide | None:
-        if self.doc["provider"]["name"] != "local":
+        if not capability(self.doc["provider"]["name"], "can_guide", False):
             return None
         return AnswerGuide(example.text, list(self.names.values()), strict=self.doc["evaluation"]["constrained"])
 
