@@ -8,9 +8,16 @@ from typing import Any
 from rich.table import Table
 
 from runner.data.chat_checks import summary_lines
-from runner.pipeline.gates import describe_gate
 from runner.tasks import Task, pct
 from runner.tasks.common import model_of
+
+
+def describe_gate(gate: dict[str, Any]) -> str:
+    """runner.pipeline.gates' words for a gate, imported when asked: runner.pipeline imports this package,
+    so a top-level import fails whenever runner.outputs is imported first."""
+    from runner.pipeline.gates import describe_gate as describe
+
+    return describe(gate)
 
 
 def row_description(row: str, manifest: dict[str, Any], task: Task) -> str:

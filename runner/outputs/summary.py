@@ -11,8 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from runner.outputs.markdown import row_description, verdict
-from runner.pipeline.gates import describe_gate
+from runner.outputs.markdown import describe_gate, row_description, verdict
 from runner.tasks import Task
 from runner.tasks.common import capability
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from runner.tasks.classification.combine import (
 )
 from runner.tasks.classification.metrics import classification_aggregate, classification_metrics, classification_stats
 from runner.tasks.classification.normalize import first_twins, normalize_answer
-from runner.tasks.common import MistakeSet, capability, join_text
+from runner.tasks.common import Guess, MistakeSet, Scaffold, capability, join_text
 
 
 class ClassificationTask(Task):
@@ -198,6 +199,20 @@ class ClassificationTask(Task):
 
     def row_description(self, row: str, manifest: dict[str, Any]) -> str | None:
         return page.row_description(row, manifest, self.baseline_name)
+
+    guess_order = 90  # any table with a column of a few values can be classified: asked last
+
+    @classmethod
+    def guess(cls, path: Path, rows: list[dict[str, Any]], container: str, flags: dict[str, Any]) -> Guess | None:
+        from runner.tasks.classification import scaffold
+
+        return scaffold.guess(path, rows, container, cls.name, flags.get("text_field"), flags.get("label_field"))
+
+    @classmethod
+    def scaffold(cls, guess: Guess) -> Scaffold:
+        from runner.tasks.classification import scaffold
+
+        return scaffold.scaffold(guess)
 
     breakdown_key = "per_class"
     breakdown_title = "Per class"

@@ -8,17 +8,19 @@ entity lists ({text, entities: [{type, text, start, end}]}, end exclusive), or t
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from runner.core.errors import InvalidInput
 from runner.tasks import Decoded, Example, Task, Where, pct_ci
-from runner.tasks.common import MistakeSet, capability, join_text
+from runner.tasks.common import Guess, MistakeSet, Scaffold, capability, join_text
 from runner.tasks.extraction import report as page
 from runner.tasks.extraction.answer import AnswerGuide, Entity, locate, parse, render
 from runner.tasks.extraction.baseline import crf_predictions
 from runner.tasks.extraction.metrics import entity_aggregate, entity_metrics, entity_stats
+from runner.tasks.extraction.rows import cluener_entities, detect_format, listed_entities
 
 ROW_FORMATS = ("cluener", "entities", "prompt_completion")
 LEGACY_MARKER = "Text:"  # the notebook's prompt: 请抽取给定Text中的实体…\nText:<文本>\n
@@ -94,7 +96,7 @@ class ExtractionTask(Task):
         if fmt == "prompt_completion":
             return self._legacy(row, where, example_id)
         text = join_text(row, self.text_fields, where)
-        raw = _cluener_entities(row, where) if fmt == "cluener" else _listed_entities(row, where)
+        raw = cluener_entities(row, where) if fmt == "cluener" else listed_entities(row, where)
         entities = []
         for entity_type, string, start, end in raw:
             if entity_type in self.ignored:
@@ -128,6 +130,21 @@ class ExtractionTask(Task):
             raise InvalidInput(f"completion names {missing[0]!r}, which is not in the text", where=where)
         entities = tuple(sorted(Entity(s, e, t, text[s:e]) for t, s, e in spans))
         return Example(id=example_id, text=text, gold=entities, record={**row, "text": text})
+
+    # specrun init
+    guess_order = 10  # rows that carry entities say so
+
+    @classmethod
+    def guess(cls, path: Path, rows: list[dict[str, Any]], container: str, flags: dict[str, Any]) -> Guess | None:
+        from runner.tasks.extraction import scaffold
+
+        return scaffold.guess(path, rows, container, cls.name, flags.get("text_field"), bool(flags.get("claimed")))
+
+    @classmethod
+    def scaffold(cls, guess: Guess) -> Scaffold:
+        from runner.tasks.extraction import scaffold
+
+        return scaffold.scaffold(guess)
 
     # Report
     breakdown_key = "per_type"
@@ -242,52 +259,3 @@ class ExtractionTask(Task):
                 )
                 lines.append(f"- {self.names[entity_type]}: {shown}")
         return [*lines, ""]
-
-
-def detect_format(row: dict[str, Any], where: str) -> str:
-    if isinstance(row.get("label"), dict):
-        return "cluener"
-    if isinstance(row.get("entities"), list):
-        return "entities"
-    if "prompt" in row and "completion" in row:
-        return "prompt_completion"
-    if "text" in row and "label" not in row and "entities" not in row:
-        return "cluener"  # CLUENER rows with no entities may omit label
-    raise InvalidInput(
-        "cannot tell the row's format: expected CLUENER {text, label}, {text, entities} or {prompt, completion}",
-        where=where,
-    )
-
-
-def _cluener_entities(row: dict[str, Any], where: str) -> list[tuple[str, str, int, int]]:
-    label = row.get("label") or {}
-    if not isinstance(label, dict):
-        raise InvalidInput("CLUENER label must be {type: {entity: [[start, end], ...]}}", where=where)
-    found = []
-    for entity_type, mentions in label.items():
-        if not isinstance(mentions, dict):
-            raise InvalidInput(f"label.{entity_type} must map entity text to spans", where=where)
-        for string, spans in mentions.items():
-            if not isinstance(spans, list) or not all(_is_span(span) for span in spans):
-                raise InvalidInput(f"label.{entity_type}.{string}: spans must be [[start, end_inclusive], ...]",
-                                   where=where)  # fmt: skip
-            found += [(entity_type, string, start, end + 1) for start, end in spans]
-    return found
-
-
-def _listed_entities(row: dict[str, Any], where: str) -> list[tuple[str, str, int, int]]:
-    found = []
-    for index, entity in enumerate(row.get("entities") or []):
-        if not (isinstance(entity, dict) and isinstance(entity.get("type"), str) and isinstance(entity.get("text"), str)
-                and _is_span([entity.get("start"), entity.get("end")])):  # fmt: skip
-            raise InvalidInput(
-                f"entities[{index}] must be {{type, text, start, end}} with integer offsets", where=where
-            )
-        found.append((entity["type"], entity["text"], entity["start"], entity["end"]))
-    return found
-
-
-def _is_span(span: Any) -> bool:
-    return (
-        isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in span)
-    )
