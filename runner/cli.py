@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from runner.core.errors import SpecrunError
+from runner.tasks import task_names
 
 # Logs (not a terminal) get a wide console so tables and long paths stay readable.
 console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 150)
@@ -65,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="write a commented spec and template for a dataset")
     init.add_argument("data", type=Path, metavar="DATA_FILE")
-    init.add_argument("--task", choices=["classification", "extraction"], help="default: guessed from the rows")
+    init.add_argument("--task", choices=task_names(), help="default: guessed from the rows")
     init.add_argument("--out", type=Path, default=Path("."), help="folder for NAME.yaml and templates/ (default: .)")
     init.add_argument("--name", help="spec name (default: the data file's name)")
     init.add_argument("--text-field", help="the field holding the text (default: guessed)")

@@ -67,6 +67,21 @@ def test_dependent_defaults(tmp_path):
     assert remote.provider["params"]["max_tokens"] == 16
 
 
+def test_task_dependent_defaults_win_over_generic_ones(tmp_path):
+    """A spec that leaves them out gets the task's defaults (issue 24: extraction answers were cut at 16 tokens)."""
+    from tests.test_extraction import write_ner_project
+
+    extraction = load_spec(write_ner_project(tmp_path))
+    assert extraction.provider["params"]["max_tokens"] == 128  # a JSON answer is longer than a label
+    assert extraction.data["text_fields"] == ["text"]
+    assert extraction.evaluation["method"] == "generate" and extraction.evaluation["constrained"] is False
+    assert extraction.evaluation["calibration"] == "none"
+    remote = load_spec(write_ner_project(tmp_path, REMOTE))
+    assert remote.provider["params"]["max_tokens"] == 128
+    classification = load_spec(write_project(tmp_path, {"provider.params": {"temperature": 0.5}}))
+    assert classification.provider["params"] == {"temperature": 0.5, "max_tokens": 16}
+
+
 DOC_CLAIMS = [  # (page under docs/, pattern on it, key path in a loaded remote or local spec)
     ("providers.md", r"`concurrency` \((\d+)\)", ("provider", "concurrency")),
     ("providers.md", r"`timeout_s` \((\d+)\)", ("provider", "timeout_s")),

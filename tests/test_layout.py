@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from runner.tasks import TASK_TYPES, Task, task_class
+from runner.tasks import BUILT_IN, Task, task_class
 
 RUNNER = Path(__file__).resolve().parent.parent / "runner"
 
@@ -75,7 +75,7 @@ def test_spec_and_trainer_stay_apart_from_what_they_should_not_know():
 
 
 def test_each_task_type_is_one_package_implementing_the_contract():
-    for name in TASK_TYPES:
+    for name in BUILT_IN:
         assert (RUNNER / "tasks" / name / "__init__.py").is_file()
         cls = task_class(name)
         assert issubclass(cls, Task) and cls.name == name and not cls.__abstractmethods__

@@ -21,12 +21,13 @@ from runner.cli import main
 from runner.core.errors import RuntimeFailure
 from runner.core.runfolder import RunFolder
 from runner.outputs import write_outputs
-from runner.outputs.evidence import calibration_of, classification_mistakes, loss_curve
+from runner.outputs.evidence import loss_curve
 from runner.outputs.junit import failure_message
 from runner.outputs.summary import SCHEMA_VERSION
 from runner.providers import Completion, Provider
 from runner.tasks import make_task
 from runner.tasks.classification.metrics import classification_metrics
+from runner.tasks.classification.report import calibration_of, classification_mistakes
 from runner.tasks.extraction.metrics import entity_metrics
 from tests.conftest import ROOT, write_project
 

@@ -23,7 +23,9 @@ import yaml
 from tests.conftest import ROOT
 
 RECIPE = ROOT / "examples" / "ci" / "github-actions.yml"
-RESOURCES = ["runner/resources/spec.schema.json", "runner/resources/summary.schema.json", "runner/resources/prices.yaml",
+RESOURCES = ["runner/resources/spec.schema.json", "runner/resources/spec.base.schema.json",
+             "runner/resources/summary.schema.json", "runner/resources/prices.yaml",
+             "runner/tasks/classification/schema.json", "runner/tasks/extraction/schema.json",
              "runner/resources/tiktoken/cl100k_base.tiktoken", "runner/resources/tiktoken/o200k_base.tiktoken"]  # fmt: skip
 CHAT = {
     "messages": [{"role": "user", "content": "Classify: stocks rally"}, {"role": "assistant", "content": "Business"}]
@@ -106,7 +108,7 @@ def recipe_steps(env: dict[str, str], cwd: Path, **overrides: str) -> None:
 def test_the_wheel_carries_the_schema_prices_and_tokenizer_files(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert set(RESOURCES) <= set(names)
-    for name in ("spec.schema.json", "summary.schema.json"):
+    for name in ("spec.schema.json", "spec.base.schema.json", "summary.schema.json"):
         schema = zipfile.ZipFile(wheel).read(f"runner/resources/{name}")
         assert schema == (ROOT / "schemas" / name).read_bytes()  # the file itself, not the link
     assert not any(name.startswith(("data/", "specs/", "tests/", "bench/")) for name in names)  # example data stays

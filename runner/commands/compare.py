@@ -23,7 +23,7 @@ from rich.text import Text
 
 from runner.core.errors import InvalidInput, RuntimeFailure
 from runner.pipeline.gates import cell_run
-from runner.tasks import TASK_TYPES, task_class
+from runner.tasks import task_class, task_names
 
 MISSING = "—"
 
@@ -117,7 +117,7 @@ def load_run(path: Path, label: str | None = None) -> RunResult:
         raise InvalidInput(f"has no metrics.json (run status: {manifest.get('status', 'unknown')})", where=str(path))
     metrics = _read_json(path / "metrics.json")
     spec = manifest.get("spec")
-    if not isinstance(spec, dict) or not isinstance(spec.get("task"), str) or spec["task"] not in TASK_TYPES:
+    if not isinstance(spec, dict) or not isinstance(spec.get("task"), str) or spec["task"] not in task_names():
         raise InvalidInput("manifest.json has no spec with a known task type", where=str(path / "manifest.json"))
     if not all(isinstance(row, dict) for row in metrics.values()):
         raise InvalidInput("metrics.json is not {row: {metric: value}}", where=str(path / "metrics.json"))

@@ -1,5 +1,6 @@
 """Every spec default, in one place: the schema's `default` keywords, plus the few that depend on
-other keys (written out below, each with its reason).
+other keys (written out below, each with its reason; those that depend on the task type are the
+task's, `Task.apply_defaults`).
 
 The schema is the home because it is also the documentation (`specrun` users read it and the
 README points at it); tests/test_defaults.py checks that what the schema and the README say is
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from runner import RESOURCES
+from runner.providers.registry import provider_class
+from runner.tasks import task_class
 
 SCHEMA_PATH = RESOURCES / "spec.schema.json"  # schemas/spec.schema.json in the checkout
 DEFAULT_LOCAL_MODEL = "gemma-3-270m"
@@ -22,36 +25,33 @@ FORMAT_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "j
 
 
 def apply_defaults(doc: dict[str, Any], schema: dict[str, Any]) -> None:
-    """Fill `doc` in place: schema defaults first, then the defaults that depend on other keys."""
+    """Fill `doc` in place: the task's defaults first (a default that depends on the task wins over a
+    generic one: issue 24's extraction answers cut at the generic 16 tokens), then the schema's,
+    then the defaults that depend on other keys."""
     given_provider_keys = set(doc.get("provider") or {})
+    provider_name = (doc.get("provider") or {}).get(
+        "name", schema["properties"]["provider"]["properties"]["name"]["default"]
+    )
+    doc.setdefault("provider", {}).setdefault("params", {})
+    doc.setdefault("evaluation", {})
+    doc.setdefault("data", {})
+    task_class(doc["task"]).apply_defaults(doc, provider_class(provider_name))
     _fill(doc, schema, schema)
-    task = doc["task"]
     provider = doc["provider"]
     local = provider["name"] == "local"
     if local:
         provider.setdefault("model", DEFAULT_LOCAL_MODEL)
         for key in set(REMOTE_ONLY) - given_provider_keys:
             provider.pop(key, None)
-    provider["params"].setdefault("max_tokens", 128 if task == "extraction" else 16)  # a JSON answer is longer
     data = doc.setdefault("data", {})
-    if task == "extraction":
-        data.setdefault("text_fields", ["text"])
     if "path" in data:
         data.setdefault("format", FORMAT_BY_SUFFIX.get(Path(data["path"]).suffix.lower(), "jsonl"))
     for split in doc["splits"].values():
         if "path" in split:
             split.setdefault("take", "first")  # a file of its own: all of its rows unless n says otherwise
     evaluation = doc["evaluation"]
-    # Label scoring needs a closed answer set and token log-probabilities: classification, local model.
-    evaluation.setdefault("method", "score" if task == "classification" and local else "generate")
-    evaluation.setdefault("calibration", "auto" if evaluation["method"] == "score" else "none")
     if evaluation["method"] == "score" and provider["name"] in API_SCORING:
         provider.setdefault("scoring", API_SCORING[provider["name"]])  # OpenAI returns no prompt logprobs
-    if task == "extraction":
-        # Measured on CLUENER (bench/RESULTS.md): a fine-tuned model scores higher decoding freely,
-        # since forcing a substring where it would have named something else costs more than the
-        # rare hallucination that reading the answer drops anyway.
-        evaluation.setdefault("constrained", False)
     fine_tune = doc["fine_tune"]
     if local and fine_tune["enabled"]:
         _fill(fine_tune.setdefault("local", {}), schema["properties"]["fine_tune"]["properties"]["local"], schema)

@@ -17,12 +17,13 @@ from typing import Any
 
 import jsonschema
 
-from runner.config.defaults import SCHEMA_PATH, apply_defaults
+from runner.config.defaults import apply_defaults
 from runner.config.safe_yaml import load_value, load_yaml
+from runner.config.schema import spec_schema
 from runner.core.errors import InvalidInput
 from runner.core.jsonl import read_text
 from runner.core.tokens import encoding_name
-from runner.tasks import task_class
+from runner.tasks import task_class, task_names
 
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 GATE_PATTERN = re.compile(
@@ -258,10 +259,10 @@ def _non_finite(value: Any, path: tuple = ()) -> tuple | None:
 
 
 def _text_keys(spec: Spec) -> None:
-    """Label and entity-type keys are text, as dataset values are read: YAML reads `102: 科技` (TNEWS's
-    codes) as the number 102, which is taken as "102"; a key YAML reads as true, null or a float would
-    be guessed at, so it must be quoted."""
-    for section in ("labels", "entities"):
+    """Keys naming dataset values (labels, entity types: each task's `text_keyed`) are text, as dataset
+    values are read: YAML reads `102: 科技` (TNEWS's codes) as the number 102, which is taken as "102";
+    a key YAML reads as true, null or a float would be guessed at, so it must be quoted."""
+    for section in dict.fromkeys(key for name in task_names() for key in task_class(name).text_keyed):
         mapping = spec.doc.get(section)
         if not isinstance(mapping, dict) or all(isinstance(key, str) for key in mapping):
             continue
@@ -283,8 +284,7 @@ def _text_keys(spec: Spec) -> None:
 def _validate_schema(spec: Spec) -> None:
     if (path := _non_finite(spec.doc)) is not None:
         raise InvalidInput("must be a finite number, not NaN or infinity", where=spec.where(*path))
-    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = jsonschema.Draft202012Validator(spec_schema())
     errors = sorted(validator.iter_errors(spec.doc), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
     if not errors:
         return
@@ -324,7 +324,7 @@ def _describe(schema: dict[str, Any]) -> str:
 
 def _fill_defaults(spec: Spec) -> None:
     doc = spec.doc
-    apply_defaults(doc, json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+    apply_defaults(doc, spec_schema())
     base = spec.path.parent
     for keys, section in ((("data",), doc["data"]), *((("splits", n), v) for n, v in doc["splits"].items())):
         if "path" in section:
@@ -451,11 +451,10 @@ def fine_tune_settings(spec: Spec) -> dict[str, Any]:
 
 
 def result_rows(spec: Spec) -> list[str]:
-    """Names of the rows the evaluation will report, first mode first."""
-    rows = list(spec.evaluation["modes"])
-    if spec.evaluation["method"] == "score" and spec.evaluation["calibration"] != "none":
-        rows += [f"{mode}_uncalibrated" for mode in spec.evaluation["modes"]]
+    """Names of the rows the evaluation will report, first mode first: the task's, the baselines, the task's extras."""
+    task = task_class(spec.task)
+    rows = task.result_rows(spec.doc)
     if spec.evaluation["baseline"]:
         rows += ["baseline", "baseline_all_data"]
-    rows += task_class(spec.task).extra_rows(spec.doc)
+    rows += task.extra_rows(spec.doc)
     return rows

@@ -13,26 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from runner.core.runfolder import RunFolder
-from runner.outputs.evidence import (
-    MistakeSet,
-    calibration_of,
-    classification_mistakes,
-    extraction_mistakes,
-    loss_curve,
-)
+from runner.outputs.evidence import MistakeSet, loss_curve
 from runner.outputs.html import Page, render_html
 from runner.outputs.junit import render_junit
 from runner.outputs.summary import build_summary
 from runner.tasks import Task
 
 __all__ = ["build_summary", "render_html", "render_junit", "write_outputs"]
-
-
-def display_names(spec: dict[str, Any]) -> dict[str, str]:
-    """Dataset label or entity type → the name the model sees (labels: / entities: in the spec)."""
-    if spec.get("labels"):
-        return {str(k): str(v) for k, v in spec["labels"].items()}
-    return {str(k): str(v["name"] if isinstance(v, dict) else v) for k, v in (spec.get("entities") or {}).items()}
 
 
 def _read_json(folder: Path, name: str) -> Any:
@@ -54,8 +41,9 @@ def build_page(
 ) -> Page:
     """Everything the page needs beyond the summary, read from the folder; what cannot be read is a note."""
     spec = manifest["spec"]
-    names = display_names(spec)
-    page = Page(metric_names=list(task.metrics), names=names, checks=checks)
+    page = Page(metric_names=list(task.metrics), names=task.display_names(spec), checks=checks)
+    page.breakdown_title, page.breakdown_column = task.breakdown_title, task.breakdown_column
+    page.breakdown_chart = task.breakdown_chart
     primary = metrics.get(summary["primary_row"]) or {}
     page.confusion = primary.get("confusion") if isinstance(primary.get("confusion"), dict) else None
     try:
@@ -67,11 +55,7 @@ def build_page(
         records = _read_jsonl(run, "predictions.jsonl") if metrics else []
         modes = [m for m in spec["evaluation"]["modes"] if m in metrics]
         for mode in modes:
-            found: MistakeSet | None
-            if summary["breakdown"] and summary["breakdown"]["kind"] == "per_type":
-                found = extraction_mistakes(records, mode, names)
-            else:
-                found = classification_mistakes(records, mode, names, calibration_of(manifest, mode))
+            found: MistakeSet | None = task.mistakes(records, mode, manifest)
             if found is not None:
                 page.mistakes.append(found)
     except Exception as error:

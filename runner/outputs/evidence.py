@@ -1,4 +1,5 @@
-"""What the page shows beyond the metrics, read back from the run folder: losses and mistakes.
+"""What the page shows beyond the metrics, read back from the run folder: losses (here) and mistakes
+(each task type finds its own, `Task.mistakes`, as a MistakeSet).
 
 Losses: the fine-tune stage appends every job event to finetune_events.jsonl (the local trainer
 reports every step's train loss in an event every 10 steps, cloud jobs as their API does) and keeps checkpoints,
@@ -13,7 +14,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from runner.tasks.common import Mistake, MistakeSet
+
+__all__ = ["LossCurve", "Mistake", "MistakeSet", "loss_curve"]
 
 
 @dataclass
@@ -64,152 +67,3 @@ def loss_curve(events: list[dict[str, Any]], state: dict[str, Any] | None) -> Lo
     curve.train, curve.valid = sorted(train.items()), sorted(valid.items())
     curve.checkpoint_train.sort()
     return curve
-
-
-@dataclass
-class Mistake:
-    text: str
-    gold: str
-    predicted: str
-    confidence: float | None = None  # the model's probability for its (wrong) answer, among the labels
-    gold_probability: float | None = None
-    answer: str | None = None  # the raw generated answer, when there was one
-
-
-@dataclass
-class MistakeSet:
-    row: str
-    how: str  # a sentence saying how these were chosen
-    total: int
-    shown: list[Mistake]
-
-
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def calibration_of(manifest: dict[str, Any], mode: str) -> tuple[str, dict[str, float]]:
-    """How a mode's label scores were calibrated: the choice the task recorded in the manifest
-    (`choices`, when calibration was chosen or fitted on validation), else the spec's setting."""
-    chosen = ((manifest.get("choices") or {}).get(mode) or {}).get("calibration") or {}
-    if chosen.get("chosen"):
-        return str(chosen["chosen"]), dict(chosen.get("bias") or {})
-    setting = manifest["spec"]["evaluation"].get("calibration", "none")
-    return ("mean" if setting == "auto" else str(setting)), {}
-
-
-def calibrate(scores: np.ndarray, labels: list[str], method: str, bias: dict[str, float]) -> np.ndarray:
-    if method == "mean":
-        return scores - scores.mean(axis=0, keepdims=True)
-    if method == "bias":
-        return scores + np.array([float(bias.get(label, 0.0)) for label in labels])
-    return scores
-
-
-def classification_mistakes(
-    records: list[dict[str, Any]],
-    row: str,
-    names: dict[str, str],
-    calibration: tuple[str, dict[str, float]] = ("none", {}),
-    limit: int = 8,
-) -> MistakeSet | None:
-    """The row's wrong answers; with label scores, the most confident first (softmax over the labels'
-    scores, calibrated the way the row's prediction was), else the first ones in eval order.
-
-    The confidence is shown only when the recalibrated scores give back every prediction the row
-    made: a page never shows a probability for an answer the model did not give that way."""
-    if not records or row not in records[0]:
-        return None
-    wrong = [r for r in records if r.get(row) != r.get("gold")]
-    mode = row.removesuffix("_uncalibrated")
-    key = f"{mode}_scores"
-    if all(isinstance(r.get(key), dict) for r in records):
-        labels = list(records[0][key])
-        method, bias = ("none", {}) if row.endswith("_uncalibrated") else calibration
-        scores = np.array([[float(r[key].get(label, -math.inf)) for label in labels] for r in records])
-        scores = calibrate(scores, labels, method, bias)
-        if [labels[i] for i in scores.argmax(axis=1)] == [r.get(row) for r in records]:
-            return _by_confidence(records, wrong, row, names, labels, _softmax(scores), method, limit)
-    shown = [
-        Mistake(
-            text=str(r.get("text", "")),
-            gold=_label(r.get("gold"), names),
-            predicted=_label(r.get(row), names),
-            answer=_text_or_none(r.get(f"{mode}_answer")),
-        )
-        for r in wrong[:limit]
-    ]
-    return MistakeSet(row, "the first ones in eval order (no label scores behind these answers)", len(wrong), shown)
-
-
-def _by_confidence(
-    records: list[dict[str, Any]],
-    wrong: list[dict[str, Any]],
-    row: str,
-    names: dict[str, str],
-    labels: list[str],
-    probabilities: np.ndarray,
-    method: str,
-    limit: int,
-) -> MistakeSet:
-    index = {id(r): i for i, r in enumerate(records)}
-    mistakes = []
-    for record in wrong:
-        p = probabilities[index[id(record)]]
-        mistakes.append(
-            Mistake(
-                text=str(record.get("text", "")),
-                gold=_label(record.get("gold"), names),
-                predicted=_label(record.get(row), names),
-                confidence=float(p[labels.index(record[row])]),
-                gold_probability=float(p[labels.index(record["gold"])]) if record.get("gold") in labels else None,
-            )
-        )
-    mistakes.sort(key=lambda m: -(m.confidence or 0.0))
-    how = "most confident first: the model's probability for its answer, a softmax over the labels' scores"
-    calibrated = {"mean": " (mean-calibrated)", "bias": " (with the fitted per-label bias)"}.get(method, " (raw)")
-    return MistakeSet(row, how + calibrated, len(wrong), mistakes[:limit])
-
-
-def extraction_mistakes(
-    records: list[dict[str, Any]], row: str, names: dict[str, str], limit: int = 8
-) -> MistakeSet | None:
-    """Examples whose predicted (type, span) set differs from the gold one, in eval order."""
-    if not records or row not in records[0]:
-        return None
-    wrong, shown = 0, []
-    for record in records:
-        prediction = record.get(row) or {}
-        gold = {(t, s, e) for t, s, e, *_ in record.get("gold") or []}
-        guess = {tuple(span) for span in prediction.get("spans") or []}
-        if gold == guess and not prediction.get("invalid"):
-            continue
-        wrong += 1
-        if len(shown) < limit:
-            text = str(record.get("text", ""))
-            shown.append(
-                Mistake(
-                    text=text,
-                    gold=_entities(sorted(gold, key=lambda s: s[1]), text, names),
-                    predicted="(unreadable answer)"
-                    if prediction.get("invalid")
-                    else _entities(sorted(guess, key=lambda s: s[1]), text, names),
-                    answer=_text_or_none(record.get(f"{row}_answer")),
-                )
-            )
-    return MistakeSet(row, "the first ones in eval order", wrong, shown)
-
-
-def _entities(spans: list[tuple], text: str, names: dict[str, str]) -> str:
-    return "; ".join(f"{names.get(t, t)}: {text[s:e]}" for t, s, e in spans) or "(none)"
-
-
-def _label(label: Any, names: dict[str, str]) -> str:
-    if label is None:
-        return "(invalid answer)"
-    return f"{label} ({names[label]})" if label in names and names[label] != label else str(label)
-
-
-def _text_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)

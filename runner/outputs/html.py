@@ -32,6 +32,9 @@ class Page:
 
     metric_names: list[str]
     names: dict[str, str]  # class or type -> the name the model sees
+    breakdown_title: str = "Per item"  # the task's words for summary.json's breakdown (Task.breakdown_*)
+    breakdown_column: str = "item"
+    breakdown_chart: str | None = None  # axis label of a bar chart of it, when there is no confusion matrix
     confusion: dict[str, Any] | None = None
     curve: LossCurve = field(default_factory=LossCurve)
     mistakes: list[MistakeSet] = field(default_factory=list)
@@ -72,8 +75,10 @@ def figures(summary: dict[str, Any], page: Page) -> list[Figure]:
     breakdown = summary.get("breakdown")
     if page.confusion:
         found.append(draw("Confusion matrix", plots.confusion_heatmap, page.confusion, summary["primary_row"]))
-    elif breakdown and breakdown["kind"] == "per_type":
-        found.append(draw("Per type", plots.score_bars, breakdown["items"], breakdown["row"], "entity type"))
+    elif breakdown and page.breakdown_chart:
+        found.append(
+            draw(page.breakdown_title, plots.score_bars, breakdown["items"], breakdown["row"], page.breakdown_chart)
+        )
     return found
 
 
@@ -216,12 +221,12 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 
 {% if s.breakdown %}
 <section>
-<h2>{{ 'Per class' if s.breakdown.kind == 'per_class' else 'Per entity type' }} · {{ s.breakdown.row }}</h2>
+<h2>{{ page.breakdown_title }} · {{ s.breakdown.row }}</h2>
 {% for f in figures %}
 <div class="figure">{% if f.svg %}{{ f.svg }}{% else %}<p class="note">{{ f.title }}: {{ f.note }}</p>{% endif %}</div>
 {% endfor %}
 <table>
-<thead><tr><th>#</th><th>{{ 'label' if s.breakdown.kind == 'per_class' else 'type' }}</th><th>name</th><th class="num">precision</th><th class="num">recall</th><th class="num">F1</th><th class="num">support</th></tr></thead>
+<thead><tr><th>#</th><th>{{ page.breakdown_column }}</th><th>name</th><th class="num">precision</th><th class="num">recall</th><th class="num">F1</th><th class="num">support</th></tr></thead>
 <tbody>
 {% for name, m in s.breakdown['items'].items() %}
 <tr><td class="muted">{{ loop.index }}</td><td>{{ name }}</td><td>{{ page.names.get(name, '') }}</td>

@@ -8,32 +8,28 @@ from typing import Any
 from rich.table import Table
 
 from runner.data.chat_checks import summary_lines
-from runner.pipeline.gates import describe_gate
 from runner.tasks import Task, pct
+from runner.tasks.common import model_of
+
+
+def describe_gate(gate: dict[str, Any]) -> str:
+    """runner.pipeline.gates' words for a gate, imported when asked: runner.pipeline imports this package,
+    so a top-level import fails whenever runner.outputs is imported first."""
+    from runner.pipeline.gates import describe_gate as describe
+
+    return describe(gate)
 
 
 def row_description(row: str, manifest: dict[str, Any], task: Task) -> str:
+    """What produced a row: the baselines here, the task's own rows by the task, else model · method."""
     if row == "baseline":
         return f"{task.baseline_name} on the {manifest['data']['train']} train lines"
     if row == "baseline_all_data":
         return f"{task.baseline_name} on all {manifest['data'].get('baseline_all_data_train', '?')} labelled non-eval lines"
-    choices = manifest.get("choices") or {}
-    if row == "ensemble" and "ensemble" in choices:
-        chosen = choices["ensemble"]
-        return f"{chosen['mode']} × {chosen['llm_weight']:g} + {task.baseline_name} × {1 - chosen['llm_weight']:g} (weight chosen on validation)"
-    if row == "probe":
-        return f"logistic regression on the LLM's hidden states, {manifest['data']['train']} train lines"
-    evaluation = manifest["spec"]["evaluation"]
-    model = manifest["spec"]["provider"]["model"]
-    if row.startswith("fine_tuned"):
-        model = (manifest.get("fine_tune") or {}).get("fine_tuned_model") or "fine-tuned model"
-    how = evaluation["method"]
-    if evaluation["method"] == "score":
-        calibration = (choices.get(row, {}).get("calibration") or {}).get("chosen", evaluation["calibration"])
-        how += " · raw" if row.endswith("_uncalibrated") or calibration == "none" else f" · {calibration}-calibrated"
-    elif evaluation.get("constrained") and manifest["spec"]["provider"]["name"] == "local":
-        how += " · constrained"
-    return f"{model} · {how}"
+    described = task.row_description(row, manifest)
+    if described is not None:
+        return described
+    return f"{model_of(row, manifest)} · {manifest['spec']['evaluation']['method']}"
 
 
 def verdict(metrics: dict[str, dict[str, Any]], task: Task) -> str | None:

@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from runner.outputs.markdown import row_description, verdict
-from runner.pipeline.gates import describe_gate
+from runner.outputs.markdown import describe_gate, row_description, verdict
 from runner.tasks import Task
+from runner.tasks.common import capability
 
 SCHEMA_VERSION = 1
 OUTPUT_FILES = ("summary.json", "junit.xml", "report.html")
@@ -75,17 +75,16 @@ def gate_detail(gate: dict[str, Any]) -> str:
     return detail
 
 
-def breakdown(metrics: dict[str, dict[str, Any]], row: str) -> dict[str, Any] | None:
-    """Per-class (classification) or per-type (extraction) P/R/F1/support of one row."""
-    found = metrics.get(row) or {}
-    for kind in ("per_class", "per_type"):
-        if isinstance(found.get(kind), dict):
-            items = {
-                name: {key: finite(scores.get(key)) for key in ("precision", "recall", "f1", "support")}
-                for name, scores in found[kind].items()
-            }
-            return {"row": row, "kind": kind, "items": items}
-    return None
+def breakdown(metrics: dict[str, dict[str, Any]], row: str, task: Task) -> dict[str, Any] | None:
+    """One row's P/R/F1/support per item of the task's breakdown (Task.breakdown_key: per class, per type)."""
+    found = (metrics.get(row) or {}).get(task.breakdown_key or "")
+    if not isinstance(found, dict):
+        return None
+    items = {
+        name: {key: finite(scores.get(key)) for key in ("precision", "recall", "f1", "support")}
+        for name, scores in found.items()
+    }
+    return {"row": row, "kind": task.breakdown_key, "items": items}
 
 
 def cost(manifest: dict[str, Any], checks: dict[str, Any] | None) -> dict[str, Any]:
@@ -94,9 +93,10 @@ def cost(manifest: dict[str, Any], checks: dict[str, Any] | None) -> dict[str, A
     known = [u["estimated_usd"] for u in usage.values() if u.get("estimated_usd") is not None]
     unknown = any(u.get("estimated_usd") is None for u in usage.values())
     training = (checks or {}).get("cost") or {}
-    local = manifest["spec"]["provider"]["name"] == "local"  # the embedded model: tokens counted, nothing bought
+    # e.g. the embedded model: tokens counted, nothing bought (an unregistered provider is assumed to bill)
+    free = not capability(manifest["spec"]["provider"]["name"], "bills_usage", True)
     return {
-        "eval_usd": 0.0 if local else None if unknown or not usage else round(sum(known), 4),
+        "eval_usd": 0.0 if free else None if unknown or not usage else round(sum(known), 4),
         "prompt_tokens": sum(u.get("prompt_tokens", 0) for u in usage.values()),
         "completion_tokens": sum(u.get("completion_tokens", 0) for u in usage.values()),
         "training_billed_tokens": (checks or {}).get("billed_tokens"),
@@ -172,7 +172,7 @@ def build_summary(
             }
             for row, found in metrics.items()
         ],
-        "breakdown": breakdown(metrics, primary),
+        "breakdown": breakdown(metrics, primary, task),
         "verdict": sentence.replace("**", "") if sentence else None,
         "gates_declared": list(spec["evaluation"].get("gates") or []),
         "gates": gate_entries(gates),

@@ -1,20 +1,31 @@
 """Task types: everything that differs between classification and extraction lives behind `Task`.
 
 Modelled on lm-evaluation-harness's task contract (doc_to_text / doc_to_target / process_results /
-aggregation): the pipeline, evaluation, gates and report ask the task and never branch on its
-type. Adding a task type is adding one package here and one line to `TASK_TYPES`.
+aggregation): the pipeline, evaluation, gates, report, schema, defaults and `specrun init` ask the
+task and never branch on its type. A task type is one folder: a built-in is a package here plus one
+line in `BUILT_IN`; a plugin is a package installed beside specrun that names its class in the
+`specrun.tasks` entry-point group (docs/writing-a-task-type.md walks through one).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from runner.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from runner.tasks.common import Guess, MistakeSet, Scaffold
 
 Where = Callable[..., str]  # spec.where: key path -> "spec.yaml:12: key.path"
 Embed = Callable[[list[str], list[str]], "tuple[np.ndarray, np.ndarray]"]
@@ -56,14 +67,52 @@ class Task(ABC):
     primary_metric: ClassVar[str]  # the headline figure: verdicts, tables
     methods: ClassVar[tuple[str, ...]]  # evaluation methods it supports
     baseline_name: ClassVar[str]  # e.g. "TF-IDF+LR"
+    max_tokens: ClassVar[int] = 16  # provider.params.max_tokens when the spec leaves it out: one short answer
+    text_keyed: ClassVar[tuple[str, ...]] = ()  # spec sections keyed by dataset values ("labels"): keys read as text
 
     def __init__(self, doc: dict[str, Any]):
         self.doc = doc
+
+    # Spec: its part of the schema, its defaults, its checks, its rows
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        """This task's part of the spec schema (runner/config/schema.py composes them), read from the
+        `schema.json` beside the task's module: {"description", "properties" (merged into the spec's),
+        "then" (applied when task is this one)}."""
+        path = Path(sys.modules[cls.__module__].__file__ or "").parent / "schema.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    @classmethod
+    def apply_defaults(cls, doc: dict[str, Any], provider_cls: type) -> None:
+        """Fill the defaults that depend on the task (before the schema's generic ones, so they win)."""
+        doc["provider"]["params"].setdefault("max_tokens", cls.max_tokens)
+        evaluation = doc["evaluation"]
+        evaluation.setdefault("method", "generate" if "generate" in cls.methods else cls.methods[0])
+        evaluation.setdefault("calibration", "none")
 
     @classmethod
     @abstractmethod
     def check_spec(cls, doc: dict[str, Any], where: Where) -> None:
         """Task-specific semantic checks of a loaded spec (exit 2 naming the key)."""
+
+    @classmethod
+    def check_foreign_rows(cls, doc: dict[str, Any], where: Where) -> None:
+        """A row another task type adds (its extra_rows) asked for in this task's spec is exit 2."""
+        for other in task_names():
+            if other != cls.name:
+                for row in task_class(other).extra_rows(doc):
+                    raise InvalidInput(
+                        f"evaluation.{row} is a {other} row; {cls.name} has none", where=where("evaluation", row)
+                    )
+
+    @classmethod
+    def result_rows(cls, doc: dict[str, Any]) -> list[str]:
+        """The rows the evaluation modes produce, first mode first (baseline and extra rows are added after)."""
+        return list(doc["evaluation"]["modes"])
+
+    def row_description(self, row: str, manifest: dict[str, Any]) -> str | None:
+        """What produced a row of this task, for tables; None: the generic "model · method"."""
+        return None
 
     # Data
     @abstractmethod
@@ -164,20 +213,76 @@ class Task(ABC):
     def report_section(self, metrics: dict[str, Any], row: str) -> list[str]:
         """Markdown lines about the primary row: per class or per type, errors with examples."""
 
+    # summary.json's `breakdown` and report.html's table and figure of it (None: the task has none)
+    breakdown_key: ClassVar[str | None] = None  # the metrics.json key of per-item precision/recall/F1/support
+    breakdown_title: ClassVar[str] = "Per item"  # the page's heading
+    breakdown_column: ClassVar[str] = "item"  # the table's first column
+    breakdown_chart: ClassVar[str | None] = None  # axis label of a bar chart of it when there is no confusion matrix
+
+    @classmethod
+    def display_names(cls, spec: dict[str, Any]) -> dict[str, str]:
+        """Dataset label or type -> the name the model sees, for the page."""
+        return {}
+
+    def mistakes(self, records: list[dict[str, Any]], row: str, manifest: dict[str, Any]) -> MistakeSet | None:
+        """The row's wrong answers from predictions.jsonl, for the page; None: none to show."""
+        return None
+
+    # `specrun init`: each registered task is asked, lowest guess_order first; the first Guess wins
+    guess_order: ClassVar[int] = 50
+
+    @classmethod
+    def guess(cls, path: Path, rows: list[dict[str, Any]], container: str, flags: dict[str, Any]) -> Guess | None:
+        """What this task would read from these rows, or None when they are not its kind of data
+        (flags["claimed"]: the user named this task, so say why not instead, as InvalidInput)."""
+        if flags.get("claimed"):
+            raise InvalidInput(f"specrun init cannot write a {cls.name} spec; write it by hand", where=str(path))
+        return None
+
+    @classmethod
+    def scaffold(cls, guess: Guess) -> Scaffold:
+        """The task's parts of the spec and template init writes."""
+        raise NotImplementedError(f"{cls.name} has no init scaffold")
+
     def generation_guide(self, example: Example) -> Any:
         """An object that restricts what a local model may generate for this example, or None."""
         return None
 
 
-TASK_TYPES = {
+ENTRY_POINT_GROUP = "specrun.tasks"
+BUILT_IN = {
     "classification": "runner.tasks.classification:ClassificationTask",
     "extraction": "runner.tasks.extraction:ExtractionTask",
 }
 
 
+@functools.cache
+def task_table() -> dict[str, str]:
+    """name -> "module:Class", built-ins first; a plugin cannot replace a built-in name."""
+    table = dict(BUILT_IN)
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        table.setdefault(point.name, point.value)
+    return table
+
+
+def task_names() -> list[str]:
+    """Every registered task type: the spec schema's `task` values and `specrun init --task` choices."""
+    return list(task_table())
+
+
 def task_class(name: str) -> type[Task]:
-    module, _, attribute = TASK_TYPES[name].partition(":")
-    return getattr(importlib.import_module(module), attribute)
+    """The class registered under `name`; InvalidInput naming `task` for an unknown one or a non-Task."""
+    target = task_table().get(name) if isinstance(name, str) else None
+    if target is None:
+        raise InvalidInput(f"unknown task type {name!r}; known: {', '.join(task_table())}", where="task")
+    module, _, attribute = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as error:
+        raise InvalidInput(f"{target} (task {name!r}) cannot be loaded: {error}", where="task") from None
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise InvalidInput(f"{target} (task {name!r}) is not a specrun Task class", where="task")
+    return cls
 
 
 def make_task(doc: dict[str, Any]) -> Task:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from runner.core.errors import InvalidInput
 from runner.tasks import Decoded, Embed, Example, Scored, Task, Where, pct_ci
+from runner.tasks.classification import report as page
 from runner.tasks.classification.baseline import baseline_predictions, baseline_probabilities, probe_predictions
 from runner.tasks.classification.combine import (
     Calibration,
@@ -19,6 +21,7 @@ from runner.tasks.classification.combine import (
 )
 from runner.tasks.classification.metrics import classification_aggregate, classification_metrics, classification_stats
 from runner.tasks.classification.normalize import first_twins, normalize_answer
+from runner.tasks.common import Guess, MistakeSet, Scaffold, capability, join_text
 
 
 class ClassificationTask(Task):
@@ -27,6 +30,7 @@ class ClassificationTask(Task):
     primary_metric = "accuracy"
     methods = ("score", "generate")
     baseline_name = "TF-IDF+LR"
+    text_keyed = ("labels",)
 
     def __init__(self, doc: dict[str, Any]):
         super().__init__(doc)
@@ -34,6 +38,14 @@ class ClassificationTask(Task):
         self.data = doc["data"]
         self.calibration = doc["evaluation"]["calibration"]
         self.excluded_seen: set[str] = set()
+
+    @classmethod
+    def apply_defaults(cls, doc: dict[str, Any], provider_cls: type) -> None:
+        doc["provider"]["params"].setdefault("max_tokens", cls.max_tokens)
+        evaluation = doc["evaluation"]
+        # Label scoring needs a closed answer set (this task's) and token log-probabilities (the provider's).
+        evaluation.setdefault("method", "score" if getattr(provider_cls, "scores_by_default", False) else "generate")
+        evaluation.setdefault("calibration", "auto" if evaluation["method"] == "score" else "none")
 
     @classmethod
     def check_spec(cls, doc: dict[str, Any], where: Where) -> None:
@@ -75,7 +87,7 @@ class ClassificationTask(Task):
                 "evaluation.ensemble combines label scores: it needs method: score",
                 where=where("evaluation", "ensemble"),
             )
-        if evaluation["probe"] and doc["provider"]["name"] != "local":
+        if evaluation["probe"] and not capability(doc["provider"]["name"], "can_embed", False):
             raise InvalidInput(
                 "evaluation.probe reads the model's hidden states: it needs provider: local",
                 where=where("evaluation", "probe"),
@@ -174,8 +186,45 @@ class ClassificationTask(Task):
         return Decoded(rows=rows, fields=fields, choices=choices, fitted=calibration)
 
     @classmethod
+    def result_rows(cls, doc: dict[str, Any]) -> list[str]:
+        evaluation = doc["evaluation"]
+        rows = list(evaluation["modes"])
+        if evaluation["method"] == "score" and evaluation["calibration"] != "none":
+            rows += [f"{mode}_uncalibrated" for mode in evaluation["modes"]]
+        return rows
+
+    @classmethod
     def extra_rows(cls, doc: dict[str, Any]) -> list[str]:
-        return [row for row in ("ensemble", "probe") if doc["evaluation"][row]]
+        return [row for row in ("ensemble", "probe") if doc["evaluation"].get(row)]
+
+    def row_description(self, row: str, manifest: dict[str, Any]) -> str | None:
+        return page.row_description(row, manifest, self.baseline_name)
+
+    guess_order = 90  # any table with a column of a few values can be classified: asked last
+
+    @classmethod
+    def guess(cls, path: Path, rows: list[dict[str, Any]], container: str, flags: dict[str, Any]) -> Guess | None:
+        from runner.tasks.classification import scaffold
+
+        return scaffold.guess(path, rows, container, cls.name, flags.get("text_field"), flags.get("label_field"))
+
+    @classmethod
+    def scaffold(cls, guess: Guess) -> Scaffold:
+        from runner.tasks.classification import scaffold
+
+        return scaffold.scaffold(guess)
+
+    breakdown_key = "per_class"
+    breakdown_title = "Per class"
+    breakdown_column = "label"
+
+    @classmethod
+    def display_names(cls, spec: dict[str, Any]) -> dict[str, str]:
+        return {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
+
+    def mistakes(self, records: list[dict[str, Any]], row: str, manifest: dict[str, Any]) -> MistakeSet | None:
+        names = self.display_names(manifest["spec"])
+        return page.classification_mistakes(records, row, names, page.calibration_of(manifest, row))
 
     def wants_validation_outputs(self) -> bool:
         evaluation = self.doc["evaluation"]
@@ -265,19 +314,6 @@ class ClassificationTask(Task):
         for name, counts in zip(short, confusion["matrix"], strict=True):
             lines.append(f"| {name} | " + " | ".join(str(c) if c else "·" for c in counts) + " |")
         return [*lines, ""]
-
-
-def join_text(row: dict[str, Any], fields: list[str], where: str) -> str:
-    """The template's `text`: the named fields joined by newlines; a missing or null text is a data error."""
-    parts = []
-    for field in fields:
-        value = row.get(field)
-        if value is None:
-            raise InvalidInput(f"field {field!r} is null; it must hold text", where=where)
-        if isinstance(value, (dict, list)):
-            raise InvalidInput(f"field {field!r} holds a {type(value).__name__}, not text", where=where)
-        parts.append(str(value))
-    return "\n".join(parts)
 
 
 def score_matrix(examples: list[Example], outputs: dict[str, dict[str, Any]]) -> np.ndarray:

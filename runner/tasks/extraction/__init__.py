@@ -8,16 +8,19 @@ entity lists ({text, entities: [{type, text, start, end}]}, end exclusive), or t
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from runner.core.errors import InvalidInput
 from runner.tasks import Decoded, Example, Task, Where, pct_ci
-from runner.tasks.classification import join_text
+from runner.tasks.common import Guess, MistakeSet, Scaffold, capability, join_text
+from runner.tasks.extraction import report as page
 from runner.tasks.extraction.answer import AnswerGuide, Entity, locate, parse, render
 from runner.tasks.extraction.baseline import crf_predictions
 from runner.tasks.extraction.metrics import entity_aggregate, entity_metrics, entity_stats
+from runner.tasks.extraction.rows import cluener_entities, detect_format, listed_entities
 
 ROW_FORMATS = ("cluener", "entities", "prompt_completion")
 LEGACY_MARKER = "Text:"  # the notebook's prompt: 请抽取给定Text中的实体…\nText:<文本>\n
@@ -29,6 +32,8 @@ class ExtractionTask(Task):
     primary_metric = "entity_f1"
     methods = ("generate",)
     baseline_name = "char CRF"
+    max_tokens = 128  # a JSON answer is longer than a label
+    text_keyed = ("entities",)
 
     def __init__(self, doc: dict[str, Any]):
         super().__init__(doc)
@@ -39,6 +44,15 @@ class ExtractionTask(Task):
         self.names = {t: v["name"] for t, v in self.types.items()}
         self.ignored = set(doc["data"].get("ignore_types", []))
         self.text_fields = doc["data"]["text_fields"]
+
+    @classmethod
+    def apply_defaults(cls, doc: dict[str, Any], provider_cls: type) -> None:
+        super().apply_defaults(doc, provider_cls)
+        doc["data"].setdefault("text_fields", ["text"])
+        # Measured on CLUENER (bench/RESULTS.md): a fine-tuned model scores higher decoding freely,
+        # since forcing a substring where it would have named something else costs more than the
+        # rare hallucination that reading the answer drops anyway.
+        doc["evaluation"].setdefault("constrained", False)
 
     @classmethod
     def check_spec(cls, doc: dict[str, Any], where: Where) -> None:
@@ -64,10 +78,7 @@ class ExtractionTask(Task):
         if evaluation["calibration"] != "none":
             raise InvalidInput("calibration applies to label scores; extraction has none",
                                where=where("evaluation", "calibration"))  # fmt: skip
-        for key in ("ensemble", "probe"):
-            if evaluation[key]:
-                raise InvalidInput(f"evaluation.{key} is a classification row; extraction has none",
-                                   where=where("evaluation", key))  # fmt: skip
+        cls.check_foreign_rows(doc, where)
         for key_path, fmt in [(("data",), doc["data"].get("format"))] + [
             (("splits", name), split.get("format")) for name, split in doc["splits"].items()
         ]:
@@ -85,7 +96,7 @@ class ExtractionTask(Task):
         if fmt == "prompt_completion":
             return self._legacy(row, where, example_id)
         text = join_text(row, self.text_fields, where)
-        raw = _cluener_entities(row, where) if fmt == "cluener" else _listed_entities(row, where)
+        raw = cluener_entities(row, where) if fmt == "cluener" else listed_entities(row, where)
         entities = []
         for entity_type, string, start, end in raw:
             if entity_type in self.ignored:
@@ -120,6 +131,37 @@ class ExtractionTask(Task):
         entities = tuple(sorted(Entity(s, e, t, text[s:e]) for t, s, e in spans))
         return Example(id=example_id, text=text, gold=entities, record={**row, "text": text})
 
+    # specrun init
+    guess_order = 10  # rows that carry entities say so
+
+    @classmethod
+    def guess(cls, path: Path, rows: list[dict[str, Any]], container: str, flags: dict[str, Any]) -> Guess | None:
+        from runner.tasks.extraction import scaffold
+
+        return scaffold.guess(path, rows, container, cls.name, flags.get("text_field"), bool(flags.get("claimed")))
+
+    @classmethod
+    def scaffold(cls, guess: Guess) -> Scaffold:
+        from runner.tasks.extraction import scaffold
+
+        return scaffold.scaffold(guess)
+
+    # Report
+    breakdown_key = "per_type"
+    breakdown_title = "Per entity type"
+    breakdown_column = "type"
+    breakdown_chart = "entity type"
+
+    def row_description(self, row: str, manifest: dict[str, Any]) -> str | None:
+        return page.row_description(row, manifest)
+
+    @classmethod
+    def display_names(cls, spec: dict[str, Any]) -> dict[str, str]:
+        return {str(k): str(v["name"] if isinstance(v, dict) else v) for k, v in (spec.get("entities") or {}).items()}
+
+    def mistakes(self, records: list[dict[str, Any]], row: str, manifest: dict[str, Any]) -> MistakeSet | None:
+        return page.extraction_mistakes(records, row, self.display_names(manifest["spec"]))
+
     # Prompts
     def prompt_variables(self) -> dict[str, Any]:
         shape = "{" + ", ".join(f'"{name}": ["…"]' for name in self.names.values()) + "}"
@@ -129,7 +171,7 @@ class ExtractionTask(Task):
         return render(example.gold, self.names)
 
     def generation_guide(self, example: Example) -> AnswerGuide | None:
-        if self.doc["provider"]["name"] != "local":
+        if not capability(self.doc["provider"]["name"], "can_guide", False):
             return None
         return AnswerGuide(example.text, list(self.names.values()), strict=self.doc["evaluation"]["constrained"])
 
@@ -217,52 +259,3 @@ class ExtractionTask(Task):
                 )
                 lines.append(f"- {self.names[entity_type]}: {shown}")
         return [*lines, ""]
-
-
-def detect_format(row: dict[str, Any], where: str) -> str:
-    if isinstance(row.get("label"), dict):
-        return "cluener"
-    if isinstance(row.get("entities"), list):
-        return "entities"
-    if "prompt" in row and "completion" in row:
-        return "prompt_completion"
-    if "text" in row and "label" not in row and "entities" not in row:
-        return "cluener"  # CLUENER rows with no entities may omit label
-    raise InvalidInput(
-        "cannot tell the row's format: expected CLUENER {text, label}, {text, entities} or {prompt, completion}",
-        where=where,
-    )
-
-
-def _cluener_entities(row: dict[str, Any], where: str) -> list[tuple[str, str, int, int]]:
-    label = row.get("label") or {}
-    if not isinstance(label, dict):
-        raise InvalidInput("CLUENER label must be {type: {entity: [[start, end], ...]}}", where=where)
-    found = []
-    for entity_type, mentions in label.items():
-        if not isinstance(mentions, dict):
-            raise InvalidInput(f"label.{entity_type} must map entity text to spans", where=where)
-        for string, spans in mentions.items():
-            if not isinstance(spans, list) or not all(_is_span(span) for span in spans):
-                raise InvalidInput(f"label.{entity_type}.{string}: spans must be [[start, end_inclusive], ...]",
-                                   where=where)  # fmt: skip
-            found += [(entity_type, string, start, end + 1) for start, end in spans]
-    return found
-
-
-def _listed_entities(row: dict[str, Any], where: str) -> list[tuple[str, str, int, int]]:
-    found = []
-    for index, entity in enumerate(row.get("entities") or []):
-        if not (isinstance(entity, dict) and isinstance(entity.get("type"), str) and isinstance(entity.get("text"), str)
-                and _is_span([entity.get("start"), entity.get("end")])):  # fmt: skip
-            raise InvalidInput(
-                f"entities[{index}] must be {{type, text, start, end}} with integer offsets", where=where
-            )
-        found.append((entity["type"], entity["text"], entity["start"], entity["end"]))
-    return found
-
-
-def _is_span(span: Any) -> bool:
-    return (
-        isinstance(span, list) and len(span) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in span)
-    )

@@ -1,0 +1,86 @@
+"""The spec schema, composed: the generic base plus every registered task type's part.
+
+Each task type brings its own keys (labels, entities, its data and evaluation keys) and its rules
+("task X needs key Y") in `Task.schema()`; the `task` enum is the registered names. So the schema a
+spec is validated and defaulted with always matches the code that reads it, plugins included.
+schemas/spec.schema.json is the built-ins' composition, kept for readers and editors; write it with
+`python -m runner.config.schema` (tests/test_schema_compose.py keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from runner import RESOURCES
+from runner.core.errors import InvalidInput
+from runner.tasks import BUILT_IN, task_class, task_table
+
+BASE_PATH = RESOURCES / "spec.base.schema.json"  # schemas/spec.base.schema.json in the checkout
+COMPOSED_PATH = RESOURCES / "spec.schema.json"  # schemas/spec.schema.json: the built-ins' composition
+
+
+def spec_schema() -> dict[str, Any]:
+    """The schema for the task types registered now (read-only: callers copy what they change)."""
+    return _composed(tuple(task_table()))
+
+
+@functools.cache
+def _composed(names: tuple[str, ...]) -> dict[str, Any]:
+    base = json.loads(BASE_PATH.read_text(encoding="utf-8"))
+    return compose(base, {name: task_class(name).schema() for name in names})
+
+
+def compose(base: dict[str, Any], fragments: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """base + each task's fragment: its properties merged in, its `then` applied when task is its name."""
+    schema = copy.deepcopy(base)
+    task = schema["properties"]["task"]
+    task["enum"] = list(fragments)
+    described = [fragment["description"] for fragment in fragments.values() if fragment.get("description")]
+    if described:
+        task["description"] = " ".join(described)
+    for name, fragment in fragments.items():
+        _merge(schema["properties"], fragment.get("properties") or {}, name, ())
+        if "then" in fragment:
+            rule = {"if": {"properties": {"task": {"const": name}}, "required": ["task"]}, "then": fragment["then"]}
+            schema.setdefault("allOf", []).append(rule)
+    return schema
+
+
+def _merge(into: dict[str, Any], adding: dict[str, Any], task: str, path: tuple[str, ...]) -> None:
+    """Add a fragment's keys; a key another part already defines differently is the plugin's error."""
+    for key, value in adding.items():
+        here = (*path, key)
+        if key not in into:
+            into[key] = copy.deepcopy(value)
+        elif isinstance(into[key], dict) and isinstance(value, dict) and set(value) <= {"properties"}:
+            _merge(into[key].setdefault("properties", {}), value.get("properties") or {}, task, here)
+        elif into[key] != value:
+            raise InvalidInput(
+                f"task type {task!r} defines spec key {'.'.join(k for k in here if k != 'properties')} "
+                "differently from specrun or another task type",
+                where="task",
+            )
+
+
+def built_in_schema() -> dict[str, Any]:
+    """The composition schemas/spec.schema.json holds: the built-in task types only."""
+    base = json.loads(BASE_PATH.read_text(encoding="utf-8"))
+    return compose(base, {name: task_class(name).schema() for name in BUILT_IN})
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def main() -> None:
+    target = Path(COMPOSED_PATH).resolve()
+    target.write_text(render(built_in_schema()), encoding="utf-8")
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""`specrun init` for extraction: rows that carry entities (CLUENER or an entity list) and their types."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from runner.core.errors import InvalidInput
+from runner.tasks.common import Guess, Scaffold, mostly_chinese, yaml_key, yaml_scalar
+from runner.tasks.extraction.rows import cluener_entities, detect_format, listed_entities
+
+TEMPLATES = {
+    False: (
+        "Extract the entities in the text. Entity types: {% for t in entity_types %}{{ t.name }}"
+        "{% if t.description %} ({{ t.description }}){% endif %}{% if not loop.last %}, {% endif %}{% endfor %}.\n"
+        "Answer in JSON, e.g. {{ answer_format }}; leave out types the text lacks, and answer {} when there are none.\n\n"
+        "{% for example in examples %}Text: {{ example.text }}\nEntities: {{ example.answer }}\n\n"
+        "{% endfor %}Text: {{ text }}\nEntities:"
+    ),
+    True: (
+        "请抽取给定文本中的实体，实体类型包括：{% for t in entity_types %}{{ t.name }}"
+        "{% if t.description %}（{{ t.description }}）{% endif %}{% if not loop.last %}、{% endif %}{% endfor %}。\n"
+        "用JSON回答，例如 {{ answer_format }}；文本中没有的类型不写，没有实体时回答 {}。\n\n"
+        "{% for example in examples %}文本：{{ example.text }}\n实体：{{ example.answer }}\n\n"
+        "{% endfor %}文本：{{ text }}\n实体："
+    ),
+}
+
+
+def guess(
+    path: Path, rows: list[dict], container: str, task: str, text_field: str | None, claimed: bool
+) -> Guess | None:
+    """Rows with entities are extraction; without any, None (or exit 2 when the user asked for extraction)."""
+    fmt = _entity_format(rows, path) if container not in ("csv", "tsv") else None
+    if fmt is None:
+        if claimed:
+            raise InvalidInput(
+                "extraction needs rows with entities (CLUENER's label: {type: {text: [[start, end]]}} or entities: "
+                "[{type, start, end}]); none found",
+                where=str(path),
+            )
+        return None
+    text_field = text_field or "text"
+    counts: Counter = Counter()
+    for number, row in enumerate(rows, 1):
+        where = f"{path}:{number}"
+        if text_field not in row:
+            raise InvalidInput(f"no field {text_field!r} here; pass --text-field", where=where)
+        spans = cluener_entities(row, where) if fmt == "cluener" else listed_entities(row, where)
+        counts.update(entity_type for entity_type, *_ in spans)
+    if not counts:
+        raise InvalidInput("no entities in any row: nothing to extract", where=str(path))
+    texts = [str(row[text_field]) for row in rows]
+    return Guess(path, fmt, task, len(rows), text_field, counts, "entity types", mostly_chinese(texts))
+
+
+def _entity_format(rows: list[dict], path: Path) -> str | None:
+    """cluener or entities when some row carries entities (a CLUENER row without any may omit its label)."""
+    for row in rows:
+        if isinstance(row.get("label"), dict) or isinstance(row.get("entities"), list):
+            return detect_format(row, str(path))
+    return None
+
+
+def scaffold(found: Guess) -> Scaffold:
+    section = [
+        "# entities: dataset entity type -> the name the model sees and answers with,",
+        "# or {name, description} with a one-line description for the prompt.",
+        f"# {len(found.counts)} entity types found (mentions each).",
+        "entities:",
+        *(f"  {yaml_key(t)}: {yaml_scalar(t)}   # {count}" for t, count in found.counts.most_common()),
+    ]
+    return Scaffold(
+        data_lines=[],
+        section=section,
+        variables="entity_types, answer_format",
+        template_variables="entity_types ({name, description}), answer_format",
+        baseline="a character CRF",
+        gates_example="['entity_f1 >= 0.3']",
+        template=TEMPLATES[found.chinese],
+    )

@@ -1,0 +1,115 @@
+"""A toy task type from outside specrun: short answers to questions, scored by exact match and character F1.
+
+It lives outside runner/ and registers through the `specrun.tasks` entry-point group (see
+specrun_toy_qa-0.1.dist-info/entry_points.txt); tests/test_plugin_task.py installs it on sys.path and
+runs `specrun validate` and `specrun run` on a spec naming `task: toy_qa`. docs/writing-a-task-type.md
+walks through it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from runner.core.errors import InvalidInput
+from runner.tasks import Decoded, Example, Task, Where, pct
+from runner.tasks.common import Mistake, MistakeSet, join_text
+
+
+def normalized(answer: str) -> str:
+    """Case, width and surrounding space do not make an answer wrong."""
+    return unicodedata.normalize("NFKC", answer).strip().casefold()
+
+
+def char_f1(gold: str, predicted: str) -> float:
+    """F1 over the characters the two answers share (SQuAD's token F1, by character)."""
+    gold, predicted = normalized(gold), normalized(predicted)
+    if not gold or not predicted:
+        return float(gold == predicted)
+    common = sum((Counter(gold) & Counter(predicted)).values())
+    if not common:
+        return 0.0
+    precision, recall = common / len(predicted), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+class ToyQATask(Task):
+    name = "toy_qa"
+    metrics = ("exact_match", "char_f1")
+    primary_metric = "exact_match"
+    methods = ("generate",)
+    baseline_name = "most frequent answer"
+    max_tokens = 24
+
+    def __init__(self, doc: dict[str, Any]):
+        super().__init__(doc)
+        self.question_field = doc["data"]["question_field"]
+        self.answer_field = doc["data"]["answer_field"]
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        # Keys without a `default`: apply_defaults fills them, so other task types' specs stay as they were.
+        field = {"type": "string", "minLength": 1}
+        return {
+            "description": "toy_qa: a short answer per question (a plugin).",
+            "properties": {
+                "data": {
+                    "properties": {
+                        "question_field": {**field, "description": "toy_qa: the question (default question)."},
+                        "answer_field": {**field, "description": "toy_qa: the gold answer (default answer)."},
+                    }
+                }
+            },
+        }
+
+    @classmethod
+    def apply_defaults(cls, doc: dict[str, Any], provider_cls: type) -> None:
+        super().apply_defaults(doc, provider_cls)
+        doc["data"].setdefault("question_field", "question")
+        doc["data"].setdefault("answer_field", "answer")
+
+    @classmethod
+    def check_spec(cls, doc: dict[str, Any], where: Where) -> None:
+        cls.check_foreign_rows(doc, where)
+        if doc["data"]["question_field"] == doc["data"]["answer_field"]:
+            raise InvalidInput("the question and the answer need fields of their own", where=where("data"))
+
+    def read_example(self, row: Any, fmt: str, where: str, example_id: str) -> Example | None:
+        if not isinstance(row, dict):
+            raise InvalidInput(f"expected an object with fields, got {type(row).__name__}", where=where)
+        text = join_text(row, [self.question_field], where)
+        answer = join_text(row, [self.answer_field], where)
+        return Example(id=example_id, text=text, gold=answer, record=row)
+
+    def prompt_variables(self) -> dict[str, Any]:
+        return {}
+
+    def target(self, example: Example) -> str:
+        return example.gold
+
+    def decode(self, examples, outputs, mode, validation=None) -> Decoded:
+        answers = [outputs[e.id]["text"].strip() for e in examples]
+        return Decoded(rows={mode: answers}, fields=[{f"{mode}_answer": a} for a in answers])
+
+    def score(self, examples: list[Example], predicted: list[Any]) -> dict[str, Any]:
+        exact = sum(normalized(e.gold) == normalized(str(p)) for e, p in zip(examples, predicted, strict=True))
+        f1 = sum(char_f1(e.gold, str(p)) for e, p in zip(examples, predicted, strict=True))
+        n = max(1, len(examples))
+        return {"exact_match": exact / n, "char_f1": f1 / n, "correct": exact, "n": len(examples)}
+
+    def baseline(self, train: list[Example], evaluation: list[Example]) -> list[Any]:
+        common = Counter(e.gold for e in train).most_common(1)
+        return [common[0][0] if common else ""] * len(evaluation)
+
+    def table_columns(self) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
+        return [("exact match", lambda m: pct(m["exact_match"])), ("char F1", lambda m: pct(m["char_f1"]))]
+
+    def report_section(self, metrics: dict[str, Any], row: str) -> list[str]:
+        return [f"## Answers ({row})", "", f"{metrics['correct']} of {metrics['n']} answered exactly.", ""]
+
+    def mistakes(self, records: list[dict[str, Any]], row: str, manifest: dict[str, Any]) -> MistakeSet | None:
+        wrong = [r for r in records if normalized(str(r.get(row))) != normalized(str(r.get("gold")))]
+        shown = [Mistake(text=str(r["text"]), gold=str(r["gold"]), predicted=str(r.get(row))) for r in wrong[:8]]
+        return MistakeSet(row, "the first ones in eval order", len(wrong), shown)
