@@ -96,7 +96,7 @@ def test_the_plugin_is_registered_beside_the_built_ins(toy_plugin):
 
 
 def test_validate_and_run_a_spec_of_the_plugins_task(toy_plugin, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("runner.pipeline.open_provider", lambda config, cache=None: LookupProvider())
+    monkeypatch.setattr("runner.providers.registry.open_provider", lambda config, cache=None: LookupProvider())
     spec = write_toy_project(tmp_path)
     assert main(["validate", str(spec)]) == 0
     out = tmp_path / "runs"
