@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from runner import RESOURCES
+from runner.providers.registry import provider_class
 
 SCHEMA_PATH = RESOURCES / "spec.schema.json"  # schemas/spec.schema.json in the checkout
-DEFAULT_LOCAL_MODEL = "gemma-3-270m"
-REMOTE_ONLY = ("concurrency", "timeout_s", "max_retries")  # provider keys a local model has no use for
-API_SCORING = {"openai_compatible": "completions", "openai": "chat"}  # provider.scoring when method is score
 FORMAT_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
@@ -27,11 +25,11 @@ def apply_defaults(doc: dict[str, Any], schema: dict[str, Any]) -> None:
     _fill(doc, schema, schema)
     task = doc["task"]
     provider = doc["provider"]
-    local = provider["name"] == "local"
-    if local:
-        provider.setdefault("model", DEFAULT_LOCAL_MODEL)
-        for key in set(REMOTE_ONLY) - given_provider_keys:
-            provider.pop(key, None)
+    backend = provider_class(provider["name"])  # what the provider can do decides the defaults below
+    if backend.default_model is not None:
+        provider.setdefault("model", backend.default_model)
+    for key in set(backend.ignored_keys) - given_provider_keys:
+        provider.pop(key, None)
     provider["params"].setdefault("max_tokens", 128 if task == "extraction" else 16)  # a JSON answer is longer
     data = doc.setdefault("data", {})
     if task == "extraction":
@@ -43,17 +41,17 @@ def apply_defaults(doc: dict[str, Any], schema: dict[str, Any]) -> None:
             split.setdefault("take", "first")  # a file of its own: all of its rows unless n says otherwise
     evaluation = doc["evaluation"]
     # Label scoring needs a closed answer set and token log-probabilities: classification, local model.
-    evaluation.setdefault("method", "score" if task == "classification" and local else "generate")
+    evaluation.setdefault("method", "score" if task == "classification" and backend.scores_by_default else "generate")
     evaluation.setdefault("calibration", "auto" if evaluation["method"] == "score" else "none")
-    if evaluation["method"] == "score" and provider["name"] in API_SCORING:
-        provider.setdefault("scoring", API_SCORING[provider["name"]])  # OpenAI returns no prompt logprobs
+    if evaluation["method"] == "score" and backend.default_scoring is not None:
+        provider.setdefault("scoring", backend.default_scoring)  # OpenAI returns no prompt logprobs
     if task == "extraction":
         # Measured on CLUENER (bench/RESULTS.md): a fine-tuned model scores higher decoding freely,
         # since forcing a substring where it would have named something else costs more than the
         # rare hallucination that reading the answer drops anyway.
         evaluation.setdefault("constrained", False)
     fine_tune = doc["fine_tune"]
-    if local and fine_tune["enabled"]:
+    if "local" in backend.fine_tune_settings and fine_tune["enabled"]:
         _fill(fine_tune.setdefault("local", {}), schema["properties"]["fine_tune"]["properties"]["local"], schema)
 
 

@@ -18,9 +18,9 @@ from runner.providers import Provider
 ENTRY_POINT_GROUP = "specrun.providers"
 BUILT_IN = {
     "local": "runner.providers.local.provider:LocalProvider",
-    "openai": "runner.providers.api.client:OpenAIProvider",
-    "zhipuai": "runner.providers.api.client:ZhipuAIProvider",
-    "openai_compatible": "runner.providers.api.client:OpenAICompatibleProvider",
+    "openai": "runner.providers.api.openai:OpenAIProvider",
+    "zhipuai": "runner.providers.api.zhipuai:ZhipuAIProvider",
+    "openai_compatible": "runner.providers.api.compatible:OpenAICompatibleProvider",
 }
 
 
