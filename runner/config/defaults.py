@@ -51,8 +51,10 @@ def apply_defaults(doc: dict[str, Any], schema: dict[str, Any]) -> None:
         # rare hallucination that reading the answer drops anyway.
         evaluation.setdefault("constrained", False)
     fine_tune = doc["fine_tune"]
-    if "local" in backend.fine_tune_settings and fine_tune["enabled"]:
-        _fill(fine_tune.setdefault("local", {}), schema["properties"]["fine_tune"]["properties"]["local"], schema)
+    sections = _resolve(schema["properties"]["fine_tune"], schema)["properties"]
+    for key in sorted(backend.fine_tune_settings & set(sections)) if fine_tune["enabled"] else ():
+        if "properties" in _resolve(sections[key], schema):  # a provider's own settings block (fine_tune.local)
+            _fill(fine_tune.setdefault(key, {}), sections[key], schema)
 
 
 def _fill(node: dict[str, Any], schema_node: dict[str, Any], root: dict[str, Any]) -> None:

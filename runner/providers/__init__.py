@@ -144,7 +144,7 @@ class Provider(ABC):
         """The provider a spec's `provider` section describes, ready to answer (a local model is loaded)."""
 
     @classmethod
-    def open_jobs(cls, config: dict[str, Any]) -> Provider | Any:
+    def open_jobs(cls, config: dict[str, Any]) -> Any:
         """What `specrun jobs` asks about fine-tuning jobs (list_jobs, job, events, checkpoints, cancel,
         delete_model): the provider itself unless it can answer without opening a model."""
         return cls.open(config)

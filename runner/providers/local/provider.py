@@ -179,6 +179,16 @@ class LocalProvider(Provider):
     def open(cls, config: dict[str, Any], cache: Any = None) -> LocalProvider:
         return cls(config["model"], batch_size=config["batch_size"])
 
+    @classmethod
+    def open_jobs(cls, config: dict[str, Any]) -> LocalRegistry:
+        """Jobs and models fine-tuned here are records in the model store: no model is loaded to read them."""
+        return cls.model_store()
+
+    @classmethod
+    def model_store(cls) -> LocalRegistry:
+        """The models fine-tuned here (`specrun models`)."""
+        return LocalRegistry()
+
     @property
     def loaded(self) -> LoadedModel:
         """The model as the trainer and the scorer take it (LoRA layers injected in place stay visible)."""
