@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from runner.core.errors import SpecrunError
+from runner.providers.registry import provider_names
 from runner.tasks import task_names
 
 # Logs (not a terminal) get a wide console so tables and long paths stay readable.
@@ -84,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser("jobs", help="fine-tuning jobs at a provider, for jobs started earlier")
     jobs.add_argument("action", choices=["list", "show", "events", "checkpoints", "cancel", "delete-model"])
     jobs.add_argument("id", nargs="?", help="job id (model id for delete-model)")
-    jobs.add_argument("--provider", default="openai", choices=["openai", "zhipuai", "local"])
+    jobs.add_argument("--provider", default="openai", choices=provider_names())
     jobs.add_argument("--base-url", help="API root (default: the provider's environment variable, then its SDK)")
     jobs.add_argument("--api-key-env", help="environment variable holding the key")
 

@@ -10,15 +10,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from runner.core.errors import EXIT_INVALID, EXIT_OK
-from runner.providers import Provider
-from runner.providers.api.client import check_base_url
-from runner.providers.local.store import LocalRegistry
-from runner.providers.registry import open_provider
+from runner.providers.api.transport import check_base_url
+from runner.providers.local.provider import LocalProvider
+from runner.providers.registry import provider_class
 
 
 def models_command(args: argparse.Namespace, console: Console) -> int:
     """`specrun models list|delete`: the models fine-tuned here."""
-    registry = LocalRegistry()
+    registry = LocalProvider.model_store()
     if args.action == "delete":
         if not args.id:
             console.print("[red]error:[/] models delete needs a model id")
@@ -52,13 +51,9 @@ def jobs_command(args: argparse.Namespace, console: Console) -> int:
         return EXIT_INVALID
     if args.base_url is not None:
         check_base_url(args.base_url, "--base-url")
-    provider: Provider | LocalRegistry = (
-        LocalRegistry()
-        if args.provider == "local"
-        else open_provider(
-            {"name": args.provider, "model": "-", "base_url": args.base_url, "api_key_env": args.api_key_env}
-        )
-    )
+    # The provider's own answer to "what looks after jobs": an API client, or the local model store.
+    config = {"name": args.provider, "model": "-", "base_url": args.base_url, "api_key_env": args.api_key_env}
+    provider = provider_class(args.provider).open_jobs(config)
     if args.action == "list":
         # What a server (or a registry file) says is printed as text, never read as rich markup.
         table = Table("job", "status", "model", "fine-tuned model")

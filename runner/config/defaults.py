@@ -18,9 +18,6 @@ from runner.providers.registry import provider_class
 from runner.tasks import task_class
 
 SCHEMA_PATH = RESOURCES / "spec.schema.json"  # schemas/spec.schema.json in the checkout
-DEFAULT_LOCAL_MODEL = "gemma-3-270m"
-REMOTE_ONLY = ("concurrency", "timeout_s", "max_retries")  # provider keys a local model has no use for
-API_SCORING = {"openai_compatible": "completions", "openai": "chat"}  # provider.scoring when method is score
 FORMAT_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
@@ -35,14 +32,14 @@ def apply_defaults(doc: dict[str, Any], schema: dict[str, Any]) -> None:
     doc.setdefault("provider", {}).setdefault("params", {})
     doc.setdefault("evaluation", {})
     doc.setdefault("data", {})
-    task_class(doc["task"]).apply_defaults(doc, provider_class(provider_name))
+    backend = provider_class(provider_name)  # what the provider can do decides the defaults below
+    task_class(doc["task"]).apply_defaults(doc, backend)
     _fill(doc, schema, schema)
     provider = doc["provider"]
-    local = provider["name"] == "local"
-    if local:
-        provider.setdefault("model", DEFAULT_LOCAL_MODEL)
-        for key in set(REMOTE_ONLY) - given_provider_keys:
-            provider.pop(key, None)
+    if backend.default_model is not None:
+        provider.setdefault("model", backend.default_model)
+    for key in set(backend.ignored_keys) - given_provider_keys:
+        provider.pop(key, None)
     data = doc.setdefault("data", {})
     if "path" in data:
         data.setdefault("format", FORMAT_BY_SUFFIX.get(Path(data["path"]).suffix.lower(), "jsonl"))
@@ -50,11 +47,13 @@ def apply_defaults(doc: dict[str, Any], schema: dict[str, Any]) -> None:
         if "path" in split:
             split.setdefault("take", "first")  # a file of its own: all of its rows unless n says otherwise
     evaluation = doc["evaluation"]
-    if evaluation["method"] == "score" and provider["name"] in API_SCORING:
-        provider.setdefault("scoring", API_SCORING[provider["name"]])  # OpenAI returns no prompt logprobs
+    if evaluation["method"] == "score" and backend.default_scoring is not None:
+        provider.setdefault("scoring", backend.default_scoring)  # OpenAI returns no prompt logprobs
     fine_tune = doc["fine_tune"]
-    if local and fine_tune["enabled"]:
-        _fill(fine_tune.setdefault("local", {}), schema["properties"]["fine_tune"]["properties"]["local"], schema)
+    sections = _resolve(schema["properties"]["fine_tune"], schema)["properties"]
+    for key in sorted(backend.fine_tune_settings & set(sections)) if fine_tune["enabled"] else ():
+        if "properties" in _resolve(sections[key], schema):  # a provider's own settings block (fine_tune.local)
+            _fill(fine_tune.setdefault(key, {}), sections[key], schema)
 
 
 def _fill(node: dict[str, Any], schema_node: dict[str, Any], root: dict[str, Any]) -> None:

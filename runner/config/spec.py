@@ -23,7 +23,8 @@ from runner.config.schema import spec_schema
 from runner.core.errors import InvalidInput
 from runner.core.jsonl import read_text
 from runner.core.tokens import encoding_name
-from runner.tasks import task_class, task_names
+from runner.providers.registry import provider_class
+from runner.tasks import make_task, task_class, task_names
 
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 GATE_PATTERN = re.compile(
@@ -363,24 +364,14 @@ def _check_semantics(spec: Spec) -> None:
             f"template file not found: {doc['prompt']['template']}", where=spec.where("prompt", "template")
         )
     evaluation = spec.evaluation
-    provider = spec.provider
-    if provider["name"] != "local" and not provider.get("model"):
-        raise InvalidInput(f"provider {provider['name']} needs a model name", where=spec.where("provider", "model"))
-    if provider["name"] == "openai_compatible" and not provider.get("base_url"):
-        raise InvalidInput("openai_compatible needs the server's base_url", where=spec.where("provider"))
-    if provider.get("base_url") is not None:  # its form needs no network: `specrun validate` finds a typo
-        from runner.providers.api.client import check_base_url
-
-        check_base_url(provider["base_url"], spec.where("provider", "base_url"))
     task = task_class(spec.task)
     if evaluation["method"] not in task.methods:
         raise InvalidInput(
             f"{spec.task} answers with method {' or '.join(task.methods)}", where=spec.where("evaluation", "method")
         )
     task.check_spec(doc, spec.where)
-    from runner.providers.api.scoring import check_scoring_spec  # method: score through an API (issue 11)
-
-    check_scoring_spec(spec)
+    # The provider's own checks: model, base_url, label scoring through an API, fine-tune settings.
+    provider_class(spec.provider["name"]).check_config(doc, spec.where, make_task(doc).answers())
     if evaluation["calibration"] != "none" and evaluation["method"] != "score":
         raise InvalidInput(
             "calibration needs method: score (generated answers have no per-label scores)",
@@ -422,24 +413,9 @@ def _check_semantics(spec: Spec) -> None:
 
 
 def _check_fine_tune(spec: Spec) -> None:
-    from runner.providers.registry import provider_class
-
-    fine_tune, name = spec.doc["fine_tune"], spec.provider["name"]
-    if "fine_tuned" in spec.evaluation["modes"] and not fine_tune["enabled"]:
+    """What fine_tune may set is the provider's check (check_config); the modes' need of it is here."""
+    if "fine_tuned" in spec.evaluation["modes"] and not spec.doc["fine_tune"]["enabled"]:
         raise InvalidInput("mode fine_tuned needs fine_tune.enabled: true", where=spec.where("evaluation", "modes"))
-    if not fine_tune["enabled"]:
-        return
-    accepted = provider_class(name).fine_tune_settings
-    if not accepted:
-        raise InvalidInput(f"provider {name} has no fine-tuning API", where=spec.where("fine_tune", "enabled"))
-    for key, path in [(k, ("fine_tune", "hyperparameters", k)) for k in fine_tune["hyperparameters"]] + [
-        (k, ("fine_tune", k)) for k in ("suffix", "seed", "local") if k in fine_tune
-    ]:
-        if key not in accepted:
-            raise InvalidInput(
-                f"{name} fine-tuning does not take {key} (it takes: {', '.join(sorted(accepted))})",
-                where=spec.where(*path),
-            )
 
 
 def fine_tune_settings(spec: Spec) -> dict[str, Any]:

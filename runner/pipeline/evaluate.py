@@ -151,8 +151,10 @@ def _few_shot_prompts(ctx: RunContext, progress: Progress, with_validation: bool
     validation = splits.validation if with_validation else []
     embed = None
     if config["strategy"] == "similar" and config["embedding"] == "llm":
-        embedding = providers.embedding_provider(spec.provider)
-        model = ctx.provider_for("zero_shot")() if embedding is None else providers.open_provider(embedding)
+        if providers.provider_class(spec.provider["name"]).can_embed:  # the base model the spec names
+            model = ctx.provider_for("zero_shot")()
+        else:  # an API model has no hidden states to give: the embedded model embeds
+            model = providers.open_provider(providers.embedding_provider_config(spec.provider))
         texts = len(splits.train) + len(splits.eval) + len(validation)
         bar = progress.add_task(f"few_shot: embed {texts} texts", total=texts)
         embed = llm_embedder(model, lambda n: progress.advance(bar, n))

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 from rich.console import Console
 
+from runner.core.errors import InvalidInput
+
 Message = dict[str, str]
 Conversation = list[Message]
 Progress = Callable[[int], None]  # called with the number of items just finished
@@ -74,6 +76,7 @@ class Provider(ABC):
     default_model: ClassVar[str | None] = None  # provider.model when the spec gives none; None: the spec must
     needs_key: ClassVar[bool] = False  # refuse to start without the key in the environment
     key_env: ClassVar[str | None] = None  # environment variable holding the key (provider.api_key_env overrides)
+    needs_base_url: ClassVar[bool] = False  # the spec must give provider.base_url
     can_score: ClassVar[bool] = False  # evaluation.method: score (log-probabilities of fixed answers)
     scores_by_default: ClassVar[bool] = False  # a closed answer set is scored, not generated, unless the spec says
     default_scoring: ClassVar[str | None] = None  # provider.scoring filled in when method is score (API paths)
@@ -87,9 +90,53 @@ class Provider(ABC):
     chunk_size: int | None = None  # examples per call between saves to the run folder; None: the default
 
     @classmethod
-    def check_config(cls, doc: dict[str, Any], where: Callable[..., str]) -> None:
-        """This provider's own exit-2 checks of a loaded spec (`where(*key path)` names the spec line)."""
-        return None
+    def check_config(cls, doc: dict[str, Any], where: Callable[..., str], answers: Sequence[str] | None = None) -> None:
+        """This provider's own exit-2 checks of a loaded spec (`where(*key path)` names the spec line;
+        `answers`: the task's closed answer set, None when answers are open)."""
+        provider = doc["provider"]
+        if cls.default_model is None and not provider.get("model"):
+            raise InvalidInput(f"provider {cls.name} needs a model name", where=where("provider", "model"))
+        if cls.needs_base_url and not provider.get("base_url"):
+            raise InvalidInput(f"{cls.name} needs the server's base_url", where=where("provider"))
+        if provider.get("base_url") is not None:  # its form needs no network: `specrun validate` finds a typo
+            from runner.providers.api.transport import check_base_url
+
+            check_base_url(provider["base_url"], where("provider", "base_url"))
+        cls.check_scoring(doc, where, answers)
+        cls.check_fine_tune(doc, where)
+
+    @classmethod
+    def check_scoring(cls, doc: dict[str, Any], where: Callable[..., str], answers: Sequence[str] | None) -> None:
+        """The provider keys of API label scoring are refused by providers that do not score through an API."""
+        given = [key for key in ("scoring", "prompts_per_request") if key in doc["provider"]]
+        if given:
+            raise InvalidInput(
+                f"provider.{given[0]} applies only to method: score with an API provider",
+                where=where("provider", given[0]),
+            )
+
+    @classmethod
+    def check_fine_tune(cls, doc: dict[str, Any], where: Callable[..., str]) -> None:
+        """fine_tune sets only what this provider's fine-tuning takes."""
+        fine_tune, accepted = doc["fine_tune"], cls.fine_tune_settings
+        if not fine_tune["enabled"]:
+            return
+        if not accepted:
+            raise InvalidInput(f"provider {cls.name} has no fine-tuning API", where=where("fine_tune", "enabled"))
+        for key, path in [(k, ("fine_tune", "hyperparameters", k)) for k in fine_tune["hyperparameters"]] + [
+            (k, ("fine_tune", k)) for k in ("suffix", "seed", "local") if k in fine_tune
+        ]:
+            if key not in accepted:
+                raise InvalidInput(
+                    f"{cls.name} fine-tuning does not take {key} (it takes: {', '.join(sorted(accepted))})",
+                    where=where(*path),
+                )
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        """Keys of its own in the spec's `provider` section, as a JSON Schema fragment
+        ({"properties": {key: schema}}), composed into the spec schema (runner/config/schema.py)."""
+        return {}
 
     @classmethod
     def preflight(cls, config: dict[str, Any]) -> None:
@@ -100,9 +147,15 @@ class Provider(ABC):
     @classmethod
     def open(cls, config: dict[str, Any], cache: Any = None) -> Provider:
         """The provider a spec's `provider` section describes, ready to answer (a local model is loaded).
-        By default the class is built from that section alone; `cache` is the response cache, for a
-        provider that buys answers (`caches_responses`)."""
-        return cls(config)  # type: ignore[call-arg]
+        Every registered provider has it (tests/test_layout_providers.py); a stand-in built directly
+        (a test's fake model) need not."""
+        raise NotImplementedError(f"provider {cls.name!r} cannot be opened from a spec")
+
+    @classmethod
+    def open_jobs(cls, config: dict[str, Any]) -> Any:
+        """What `specrun jobs` asks about fine-tuning jobs (list_jobs, job, events, checkpoints, cancel,
+        delete_model): the provider itself unless it can answer without opening a model."""
+        return cls.open(config)
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

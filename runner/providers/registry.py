@@ -16,11 +16,12 @@ from runner.core.errors import InvalidInput
 from runner.providers import Provider
 
 ENTRY_POINT_GROUP = "specrun.providers"
+EMBEDDING_FALLBACK = {"name": "local", "batch_size": 8}  # embeds few-shot texts when the spec's provider cannot
 BUILT_IN = {
     "local": "runner.providers.local.provider:LocalProvider",
-    "openai": "runner.providers.api.client:OpenAIProvider",
-    "zhipuai": "runner.providers.api.client:ZhipuAIProvider",
-    "openai_compatible": "runner.providers.api.client:OpenAICompatibleProvider",
+    "openai": "runner.providers.api.openai:OpenAIProvider",
+    "zhipuai": "runner.providers.api.zhipuai:ZhipuAIProvider",
+    "openai_compatible": "runner.providers.api.compatible:OpenAICompatibleProvider",
 }
 
 
@@ -43,7 +44,13 @@ def provider_class(name: str) -> type[Provider]:
     if target is None:
         raise InvalidInput(f"unknown provider {name!r}; known: {', '.join(provider_table())}", where="provider.name")
     module, _, attribute = target.partition(":")
-    cls = getattr(importlib.import_module(module), attribute)
+    try:
+        cls = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError) as error:  # a plugin that is broken or half installed
+        first_line = (str(error) or type(error).__name__).splitlines()[0]
+        raise InvalidInput(
+            f"{target} (provider {name!r}) could not be loaded: {first_line}", where="provider.name"
+        ) from None
     if not (isinstance(cls, type) and issubclass(cls, Provider)):
         raise InvalidInput(f"{target} (provider {name!r}) is not a specrun Provider class", where="provider.name")
     return cls
@@ -59,10 +66,10 @@ def open_provider(config: dict[str, Any], cache: Any = None) -> Provider:
     return provider_class(config["name"]).open(config, cache)
 
 
-def embedding_provider(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Which model embeds texts for this spec (few-shot retrieval by similarity): None when the spec's
-    own provider can (its base model is used), else the embedded default, which needs no key."""
+def embedding_provider_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The provider section to open for `few_shot.embedding: llm`: the spec's own provider when it can
+    embed, else the embedded model (its default model)."""
     if provider_class(config["name"]).can_embed:
-        return None
-    local = provider_class("local")
-    return {"name": local.name, "model": local.default_model, "batch_size": 8}
+        return config
+    fallback = provider_class(EMBEDDING_FALLBACK["name"])
+    return {**EMBEDDING_FALLBACK, "model": fallback.default_model}

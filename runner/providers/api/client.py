@@ -18,8 +18,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -38,19 +37,16 @@ from runner.providers.api.retry import (
     status_code,
     with_retries,
 )
-from runner.providers.api.transport import AnswerTooLarge, attempt_deadline, caused_by, json_answer
+from runner.providers.api.transport import (  # check_base_url: imported from here by callers
+    AnswerTooLarge,
+    attempt_deadline,
+    caused_by,
+    check_base_url,
+    json_answer,
+)
 
 _json_answer = json_answer
 _caused_by = caused_by
-
-DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "zhipuai": "ZHIPUAI_API_KEY", "openai_compatible": "OPENAI_API_KEY"}
-DEFAULT_BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "zhipuai": "ZHIPUAI_BASE_URL"}
-
-WINDING_DOWN = (
-    "OpenAI self-serve fine-tuning is winding down (no new jobs after 2027-01-06; some organisations lost "
-    "access earlier). Fine-tune the embedded model instead: set provider.name: local."
-)
-
 
 #: An answer's text is cut to this many characters per `max_tokens` (no token is longer): a server that
 #: ignores max_tokens cannot fill the run folder and the cache.
@@ -59,110 +55,97 @@ ANSWER_SLACK_CHARS = 256
 DEFAULT_MAX_TOKENS = 4096
 
 
-def resolve_base_url(config: dict[str, Any]) -> str | None:
-    """Spec first, then the provider's environment variable, then the SDK's default (None)."""
-    env = DEFAULT_BASE_URL_ENV.get(config["name"])
-    return config.get("base_url") or (os.environ.get(env) if env else None)
-
-
-def check_base_url(url: Any, where: str) -> None:
-    """An http(s) URL with a host and a valid port, or InvalidInput naming `where`: no network needed."""
-    shown = repr(url)
-    if not isinstance(url, str) or not url.strip():
-        raise InvalidInput(f"{shown} is not a URL; expected e.g. http://localhost:8000/v1", where=where)
-    if url != url.strip() or any(ch.isspace() or ord(ch) < 32 for ch in url):
-        raise InvalidInput(f"{shown} contains spaces or control characters", where=where)
-    try:
-        parts = urlsplit(url)
-    except ValueError as error:  # e.g. "Invalid IPv6 URL" for http://[::1
-        raise InvalidInput(f"{shown} is not a URL ({error})", where=where) from None
-    if parts.username is not None or parts.password is not None:  # the spec, manifest and logs would keep it
-        raise InvalidInput(
-            "the URL carries credentials (user:key@host); give the key in the environment variable "
-            "provider.api_key_env names, never in a spec",
-            where=where,
-        )
-    if parts.scheme.lower() not in ("http", "https"):
-        hint = f" (did you mean http://{url}?)" if "://" not in url and not url.startswith("/") else ""
-        raise InvalidInput(f"{shown} does not start with http:// or https://{hint}", where=where)
-    if not url.lower().startswith(f"{parts.scheme.lower()}://") or not parts.hostname:
-        raise InvalidInput(f"{shown} has no host; expected e.g. {parts.scheme}://localhost:8000/v1", where=where)
-    try:
-        parts.port  # noqa: B018 (raises on a port that is not a number in 0..65535)
-    except ValueError:
-        raise InvalidInput(f"{shown} has an invalid port", where=where) from None
-
-
 def preflight(config: dict[str, Any]) -> None:
     """Check a remote provider section without touching the network: model, API key, base URL.
 
     Raises InvalidInput naming the spec key (provider.model, provider.api_key_env, provider.base_url),
     so a missing key or a mistyped URL is found before a run folder is made or anything is spent.
     """
+    from runner.providers.registry import provider_class, provider_table
+
     name = config.get("name")
-    if name not in DEFAULT_KEY_ENV:
+    cls = provider_class(name) if isinstance(name, str) and name in provider_table() else None
+    if cls is None or not issubclass(cls, ChatAPIProvider):
         raise InvalidInput(f"unknown remote provider {name!r}", where="provider.name")
-    model = config.get("model")
-    if not isinstance(model, str) or not model.strip():
-        raise InvalidInput(f"{name} needs a model name", where="provider.model")
-    key_env = config.get("api_key_env") or DEFAULT_KEY_ENV[name]
-    if not os.environ.get(key_env) and name != "openai_compatible":
-        raise InvalidInput(f"environment variable {key_env} is not set", where="provider.api_key_env")
-    if config.get("base_url") is not None:
-        check_base_url(config["base_url"], "provider.base_url")
-    elif (env := DEFAULT_BASE_URL_ENV.get(name)) and os.environ.get(env):
-        check_base_url(os.environ[env], f"provider.base_url (from environment variable {env})")
+    cls.preflight(config)
 
 
 class ChatAPIProvider(Provider):
-    """A chat API reached through an official SDK; the subclasses below say which one and what it can do."""
+    """A chat API reached through an official SDK. The subclasses (openai.py, zhipuai.py, compatible.py)
+    say which one and what it can do; what differs between the APIs is a hook method here."""
 
     needs_key = True
+    key_env = "OPENAI_API_KEY"
+    base_url_env: ClassVar[str | None] = None  # where the base URL comes from when the spec gives none
+    scoring_paths: ClassVar[tuple[str, ...]] = ()  # provider.scoring values it serves; empty: cannot score
+    lists_checkpoints: ClassVar[bool] = False  # has a fine-tuning checkpoints endpoint
+    tiktoken_labels: ClassVar[bool] = False  # its tokenizers ship with tiktoken (chat scoring checks exact tokens)
 
     @classmethod
     def preflight(cls, config: dict[str, Any]) -> None:
-        preflight(config)
+        model = config.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidInput(f"{cls.name} needs a model name", where="provider.model")
+        key_env = config.get("api_key_env") or cls.key_env
+        if not os.environ.get(key_env) and cls.needs_key:
+            raise InvalidInput(f"environment variable {key_env} is not set", where="provider.api_key_env")
+        if config.get("base_url") is not None:
+            check_base_url(config["base_url"], "provider.base_url")
+        elif (env := cls.base_url_env) and os.environ.get(env):
+            check_base_url(os.environ[env], f"provider.base_url (from environment variable {env})")
+
+    @classmethod
+    def check_scoring(cls, doc: dict[str, Any], where: Callable[..., str], answers: Sequence[str] | None) -> None:
+        """method: score through the API: a path it serves, and labels that path can tell apart."""
+        from runner.providers.api.scoring import check_scoring
+
+        if doc["evaluation"]["method"] != "score":
+            super().check_scoring(doc, where, answers)
+        else:
+            check_scoring(cls, doc["provider"], where, answers)
+
+    @classmethod
+    def resolve_base_url(cls, config: dict[str, Any]) -> str | None:
+        """Spec first, then the provider's environment variable, then the SDK's default (None)."""
+        return config.get("base_url") or (os.environ.get(cls.base_url_env) if cls.base_url_env else None)
 
     @classmethod
     def open(cls, config: dict[str, Any], cache: ResponseCache | None = None) -> ChatAPIProvider:
         return cls(config, cache)
 
     def __init__(self, config: dict[str, Any], cache: ResponseCache | None = None):
-        preflight(config)
-        self.name = config["name"]
+        self.preflight(config)
         self.model = config["model"]
-        self.base_url = resolve_base_url(config)
+        self.base_url = self.resolve_base_url(config)
         self.concurrency = config.get("concurrency", 8)
         # Every answer is cached as it arrives, so large calls lose nothing on a crash and keep
         # all request slots busy (a call waits for its slowest request before the next starts).
         self.chunk_size = 128 * self.concurrency
         self.max_retries = config.get("max_retries", 6)
-        self.limiter = RateLimiter(config.get("requests_per_minute"))
-        self.cache = cache
-        self.config = config  # api_scoring reads provider.scoring and prompts_per_request
+        self._limiter = RateLimiter(config.get("requests_per_minute"))
+        self._cache = cache
+        self.config = config  # describe() records the scoring path
+        self.scoring: str | None = config.get("scoring") or self.default_scoring
+        self.prompts_per_request = int(config.get("prompts_per_request") or 1)
         self.retries = 0
-        key_env = config.get("api_key_env") or DEFAULT_KEY_ENV[self.name]
+        key_env = config.get("api_key_env") or self.key_env
         register(os.environ.get(key_env))  # from here on, redact() removes it from whatever a server sends back
         api_key = os.environ.get(key_env) or "not-needed"  # local servers (vLLM, Ollama) usually take any key
-        self.timeout = timeout = float(config.get("timeout_s", 60))  # bounds each attempt's total time
-        if self.name == "zhipuai":
-            from zhipuai import ZhipuAI
+        self.timeout = float(config.get("timeout_s", 60))  # bounds each attempt's total time
+        self._sdk = self.sdk_client(api_key, self.base_url, self.timeout)
 
-            from runner.providers.api.transport import zhipuai_http_client
+    def sdk_client(self, api_key: str, base_url: str | None, timeout: float) -> Any:
+        """The SDK client, retrying nothing itself, its HTTP bounded by transport.py."""
+        import openai
 
-            http = zhipuai_http_client(timeout)
-            self.client = ZhipuAI(
-                api_key=api_key, base_url=self.base_url, timeout=timeout, max_retries=0, http_client=http
-            )
-        else:
-            import openai
+        from runner.providers.api.transport import openai_http_client
 
-            from runner.providers.api.transport import openai_http_client
+        http = openai_http_client(timeout)
+        return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0, http_client=http)
 
-            http = openai_http_client(timeout)
-            self.client = openai.OpenAI(
-                api_key=api_key, base_url=self.base_url, timeout=timeout, max_retries=0, http_client=http
-            )
+    def sampling(self, temperature: float) -> dict[str, Any]:
+        """The request's sampling arguments for this temperature."""
+        return {"temperature": temperature}
 
     def describe(self) -> dict[str, Any]:
         from runner.providers.api.scoring import describe_scoring
@@ -171,7 +154,7 @@ class ChatAPIProvider(Provider):
 
     # --- chat -------------------------------------------------------------------------------------
 
-    def _call(self, call: Callable[[], Any], stop: threading.Event | None = None, *, timed: bool = True) -> Any:
+    def request(self, call: Callable[[], Any], stop: threading.Event | None = None, *, timed: bool = True) -> Any:
         """call() with retries, each attempt within timeout_s in total (unless not timed: uploads).
 
         Failures become one redacted RuntimeFailure line; Stopped (Ctrl-C, or another request failed)
@@ -210,16 +193,8 @@ class ChatAPIProvider(Provider):
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": params.get("max_tokens")}
         if "top_p" in params:
             kwargs["top_p"] = params["top_p"]
-        temperature = params.get("temperature", 0)
-        if self.name == "zhipuai" and not temperature:
-            kwargs["do_sample"] = False  # ZhipuAI's greedy decoding; it rejects temperature 0
-        else:
-            kwargs["temperature"] = temperature
-        self.limiter.wait(stop)
-        if stop is not None and stop.is_set():
-            raise Stopped
-        data = _json_answer(lambda: self.client.chat.completions.create(**kwargs))
-        text, usage = parse_chat(data)
+        kwargs.update(self.sampling(params.get("temperature", 0)))
+        text, usage = parse_chat(self.send_chat(kwargs, stop))
         limit = CHARS_PER_TOKEN * (params.get("max_tokens") or DEFAULT_MAX_TOKENS) + ANSWER_SLACK_CHARS
         if len(text) > limit:
             say_once(
@@ -229,11 +204,36 @@ class ChatAPIProvider(Provider):
             text = text[:limit]
         return {"text": redact(text), "usage": usage}
 
+    def send_chat(self, kwargs: dict[str, Any], stop: threading.Event | None = None) -> Any:
+        """One chat-completions attempt after the rate limiter allows it; the answer's JSON as plain values."""
+        self._wait_turn(stop)
+        return _json_answer(lambda: self._sdk.chat.completions.create(**kwargs))
+
+    def send_completion(self, kwargs: dict[str, Any], stop: threading.Event | None = None) -> Any:
+        """One text-completions attempt (label scoring's echo path), like send_chat."""
+        self._wait_turn(stop)
+        return _json_answer(lambda: self._sdk.completions.create(**kwargs))
+
+    def _wait_turn(self, stop: threading.Event | None) -> None:
+        self._limiter.wait(stop)
+        if stop is not None and stop.is_set():
+            raise Stopped
+
+    def cached(self, requests: Sequence[dict[str, Any]]) -> list[Any]:
+        """What the response cache holds for each request, in order (None where it holds nothing)."""
+        found = self._cache.get_many(requests) if self._cache else {}
+        return [found.get(cache_key(request)) for request in requests]
+
+    def remember(self, request: dict[str, Any], answer: Any) -> None:
+        """Hand an answer bought from the server to the response cache (committed by `parallel`)."""
+        if self._cache:
+            self._cache.put(request, answer)
+
     def parallel(self, n_jobs: int, job: Callable[[int, threading.Event], None]) -> None:
         """Run job(i, stop) for i in range(n_jobs) on `concurrency` threads; return once all are done.
 
         The first failure, or Ctrl-C (KeyboardInterrupt in the main thread, SIGTERM included), sets
-        stop: no request starts after it (jobs pass stop to `_call`/`limiter.wait`, which raise
+        stop: no request starts after it (jobs pass stop to `request`/`send_chat`, which raise
         Stopped). After a failure the requests in flight finish, their answers cached, then the
         failure is raised; after Ctrl-C they are abandoned (daemon threads) and it is re-raised at
         once. Answers handed to the cache are committed before this returns or raises.
@@ -271,11 +271,11 @@ class ChatAPIProvider(Provider):
                     thread.join(0.1)
         except BaseException:
             stop.set()  # Ctrl-C: nothing new starts; requests in flight are left behind
-            if self.cache:
-                self.cache.flush(timeout=5)
+            if self._cache:
+                self._cache.flush(timeout=5)
             raise
-        if self.cache:
-            self.cache.flush()  # answers bought are on disk before anything else happens
+        if self._cache:
+            self._cache.flush()  # answers bought are on disk before anything else happens
         if failures:
             raise failures[0]
 
@@ -294,11 +294,9 @@ class ChatAPIProvider(Provider):
             {"provider": self.name, "model": self.model, "base_url": self.base_url, "messages": m, "params": params}
             for m in conversations
         ]
-        cached = self.cache.get_many(requests) if self.cache else {}
         results: list[Completion | None] = [None] * len(conversations)
         todo = []
-        for index, request in enumerate(requests):
-            hit = cached.get(cache_key(request))
+        for index, hit in enumerate(self.cached(requests)):
             if hit is None or not isinstance(hit.get("text"), str):  # a damaged cache row is asked again
                 todo.append(index)
             else:
@@ -311,9 +309,8 @@ class ChatAPIProvider(Provider):
 
         def one(number: int, stop: threading.Event) -> None:
             index = todo[number]
-            answer = self._call(lambda: self._complete(conversations[index], params, stop), stop)
-            if self.cache:
-                self.cache.put(requests[index], answer)
+            answer = self.request(lambda: self._complete(conversations[index], params, stop), stop)
+            self.remember(requests[index], answer)
             results[index] = completion = Completion(answer["text"], answer["usage"])
             if on_answer:
                 with delivering:
@@ -330,7 +327,13 @@ class ChatAPIProvider(Provider):
         """Label log-probabilities through the API: completions echo or chat top_logprobs (api_scoring.py)."""
         from runner.providers.api.scoring import score
 
+        if not self.scoring_paths:
+            raise InvalidInput(self.cannot_score_reason(), where="evaluation.method")
         return score(self, conversations, answers, progress)
+
+    @classmethod
+    def cannot_score_reason(cls) -> str:
+        return f"{cls.name} cannot score labels; use method: generate"
 
     # --- fine-tuning lifecycle ---------------------------------------------------------------------
 
@@ -338,10 +341,10 @@ class ChatAPIProvider(Provider):
         def send() -> str:
             with path.open("rb") as handle:
                 content = handle.read()
-            data = _json_answer(lambda: self.client.files.create(file=(path.name, content), purpose="fine-tune"))
+            data = _json_answer(lambda: self._sdk.files.create(file=(path.name, content), purpose="fine-tune"))
             return _text(_object(data, "the uploaded file"), "id", "the uploaded file")
 
-        return self._call(send, timed=False)  # a large file may take longer than timeout_s to send
+        return self.request(send, timed=False)  # a large file may take longer than timeout_s to send
 
     def create_job(self, training_file: str, settings: dict[str, Any]) -> Job:
         unsupported = sorted(set(settings) - self.fine_tune_settings - {"validation_file"})
@@ -352,61 +355,63 @@ class ChatAPIProvider(Provider):
         for key in ("suffix", "validation_file", "seed"):
             if settings.get(key) is not None:
                 kwargs[key] = settings[key]
-        if self.name == "openai":
-            kwargs["method"] = {"type": "supervised", "supervised": {"hyperparameters": hyper}}
-        elif hyper:
-            kwargs["hyperparameters"] = hyper
+        kwargs.update(self.fine_tune_hyperparameters(hyper))
         try:
             # Not retried blindly: a create whose answer was lost may have made a job. The caller
             # looks the job up by its training file before creating again.
             with attempt_deadline(self.timeout):
-                return _job(_json_answer(lambda: self.client.fine_tuning.jobs.create(**kwargs)))
+                return _job(_json_answer(lambda: self._sdk.fine_tuning.jobs.create(**kwargs)))
         except Exception as error:
             if is_retryable(error):  # the caller decides: look the job up, then maybe create again
                 raise Transient(redact(self._failure(error))) from None
             code = status_code(error)
-            advice = f" {WINDING_DOWN}" if self.name == "openai" and code in (400, 403, 404) else ""
+            advice = self.refused_job_advice(code)
             raise RuntimeFailure(
                 f"{self.name} could not create the fine-tuning job"
-                f"{f' (HTTP {code})' if code else ''}: {_message(error)}.{advice}"
+                f"{f' (HTTP {code})' if code else ''}: {_message(error)}.{f' {advice}' if advice else ''}"
             ) from error
+
+    def fine_tune_hyperparameters(self, hyper: dict[str, Any]) -> dict[str, Any]:
+        """How the create-job call carries the hyperparameters."""
+        return {"hyperparameters": hyper} if hyper else {}
+
+    def refused_job_advice(self, code: int | None) -> str:
+        """What to do instead when the server refuses to create a job (HTTP `code`); '' for nothing."""
+        return ""
 
     def list_jobs(self, limit: int = 100) -> list[Job]:
         def fetch() -> list[Job]:
             return [
-                _job(job) for job in _page(_json_answer(lambda: self.client.fine_tuning.jobs.list(limit=limit)), "jobs")
+                _job(job) for job in _page(_json_answer(lambda: self._sdk.fine_tuning.jobs.list(limit=limit)), "jobs")
             ]
 
-        return self._call(fetch)
+        return self.request(fetch)
 
     def job(self, job_id: str) -> Job:
-        return self._call(lambda: _job(_json_answer(lambda: self.client.fine_tuning.jobs.retrieve(job_id))))
+        return self.request(lambda: _job(_json_answer(lambda: self._sdk.fine_tuning.jobs.retrieve(job_id))))
 
     def events(self, job_id: str) -> list[JobEvent]:
         def fetch() -> list[JobEvent]:
-            page = _page(_json_answer(lambda: self.client.fine_tuning.jobs.list_events(job_id, limit=100)), "events")
+            page = _page(_json_answer(lambda: self._sdk.fine_tuning.jobs.list_events(job_id, limit=100)), "events")
             return [_event(item) for item in page]
 
-        return sorted(self._call(fetch), key=lambda event: (event.created_at, event.id))
+        return sorted(self.request(fetch), key=lambda event: (event.created_at, event.id))
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
-        if self.name != "openai":  # ZhipuAI has no checkpoints endpoint
+        if not self.lists_checkpoints:
             return []
 
         def fetch() -> list[Checkpoint]:
-            answer = _json_answer(lambda: self.client.fine_tuning.jobs.checkpoints.list(job_id, limit=100))
+            answer = _json_answer(lambda: self._sdk.fine_tuning.jobs.checkpoints.list(job_id, limit=100))
             return [_checkpoint(item) for item in _page(answer, "checkpoints")]
 
-        return sorted(self._call(fetch), key=lambda checkpoint: checkpoint.step)
+        return sorted(self.request(fetch), key=lambda checkpoint: checkpoint.step)
 
     def cancel(self, job_id: str) -> Job:
-        return self._call(lambda: _job(_json_answer(lambda: self.client.fine_tuning.jobs.cancel(job_id))))
+        return self.request(lambda: _job(_json_answer(lambda: self._sdk.fine_tuning.jobs.cancel(job_id))))
 
     def delete_model(self, model: str) -> None:
-        if self.name == "zhipuai":
-            self._call(lambda: _json_answer(lambda: self.client.fine_tuning.models.delete(fine_tuned_model=model)))
-        else:
-            self._call(lambda: _json_answer(lambda: self.client.models.delete(model)))
+        self.request(lambda: _json_answer(lambda: self._sdk.models.delete(model)))
 
 
 # --- answers, parsed by hand: a server's JSON is checked before it is believed ---------------------
@@ -552,27 +557,3 @@ def _message(error: BaseException) -> str:
         text = str(error) or type(error).__name__
     text = " ".join(_clean(text).split())
     return redact(text if len(text) <= 300 else text[:297] + "…")
-
-
-class OpenAIProvider(ChatAPIProvider):
-    name = "openai"
-    key_env = "OPENAI_API_KEY"
-    can_score = True
-    default_scoring = "chat"  # OpenAI returns no prompt log-probabilities: top_logprobs of the reply
-    fine_tune_settings = frozenset({"n_epochs", "batch_size", "learning_rate_multiplier", "suffix", "seed"})
-
-
-class ZhipuAIProvider(ChatAPIProvider):
-    name = "zhipuai"
-    key_env = "ZHIPUAI_API_KEY"
-    fine_tune_settings = frozenset({"n_epochs", "suffix"})
-
-
-class OpenAICompatibleProvider(ChatAPIProvider):
-    """vLLM, Ollama, llama.cpp's server or any server speaking OpenAI's HTTP API at provider.base_url."""
-
-    name = "openai_compatible"
-    key_env = "OPENAI_API_KEY"
-    needs_key = False  # local servers usually take any key
-    can_score = True
-    default_scoring = "completions"  # echo + logprobs over prompt and label

@@ -35,16 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runner.config.defaults import API_SCORING
-from runner.core.cache import cache_key
 from runner.core.errors import InvalidInput, RuntimeFailure
 from runner.core.tokens import encoding_for_model, encoding_name
 from runner.providers import Conversation, Progress
-from runner.providers.api.retry import MalformedAnswer, Stopped
-from runner.providers.api.transport import json_answer
+from runner.providers.api.retry import MalformedAnswer
+from runner.providers.registry import provider_class
 
 if TYPE_CHECKING:
-    from runner.config.spec import Spec
     from runner.providers.api.client import ChatAPIProvider
 
 COMPLETIONS = "completions-echo-logprobs"
@@ -52,47 +49,27 @@ CHAT = "chat-top-logprobs"
 PATHS = {"completions": COMPLETIONS, "chat": CHAT}
 TOP_LOGPROBS = 20  # OpenAI's maximum, and vLLM's default --max-logprobs
 FLOOR_MARGIN = 1.0  # nats below the least likely listed token, for a label not listed at all
-API_KEYS = ("scoring", "prompts_per_request")  # provider keys that only API label scoring reads
-
-ZHIPUAI_REFUSAL = (
-    "method: score needs token log-probabilities, and ZhipuAI's chat API returns none (its SDK's "
-    "chat.completions.create takes no logprobs/top_logprobs and it has no completions endpoint); "
-    "use method: generate with zhipuai"
-)
 
 
 # --- validation ------------------------------------------------------------------------------------
 
 
-def check_scoring_spec(spec: Spec) -> None:
-    """Exit-2 checks for API label scoring, and the scoring path filled in (it is part of the spec hash)."""
-    provider, method, name = spec.provider, spec.evaluation["method"], spec.provider["name"]
-    given = [key for key in API_KEYS if key in provider]
-    if method != "score" or name == "local":
-        if given:
-            raise InvalidInput(
-                f"provider.{given[0]} applies only to method: score with an API provider",
-                where=spec.where("provider", given[0]),
-            )
-        return
-    if name == "zhipuai":
-        raise InvalidInput(ZHIPUAI_REFUSAL, where=spec.where("evaluation", "method"))
-    scoring = provider["scoring"]  # its default (by provider) is filled in with the others, runner/config/defaults.py
-    if name == "openai" and scoring != "chat":
-        raise InvalidInput(
-            "openai scores labels only through chat logprobs (its completions endpoint returns no "
-            "prompt log-probabilities for current models); use scoring: chat",
-            where=spec.where("provider", "scoring"),
-        )
-    if scoring == "chat":
+def check_scoring(
+    cls: type[ChatAPIProvider], provider: dict[str, Any], where: Callable[..., str], answers: Sequence[str] | None
+) -> None:
+    """Exit-2 checks for `method: score` through `cls`'s API (provider.scoring is filled in by then:
+    it is part of the spec hash). `answers`: the labels, as the task gives them."""
+    if not cls.scoring_paths:
+        raise InvalidInput(cls.cannot_score_reason(), where=where("evaluation", "method"))
+    if provider["scoring"] == "chat":
         if "prompts_per_request" in provider:
             raise InvalidInput(
                 "prompts_per_request applies only to scoring: completions (chat scoring sends one conversation a request)",
-                where=spec.where("provider", "prompts_per_request"),
+                where=where("provider", "prompts_per_request"),
             )
-        shared = shared_first_tokens(list(spec.doc["labels"].values()), name, provider["model"])
+        shared = shared_first_tokens(list(answers or []), cls.name, provider["model"])
         if shared:
-            raise InvalidInput(shared, where=spec.where("labels"))
+            raise InvalidInput(shared, where=where("labels"))
 
 
 def first_token_keys(labels: Sequence[str], provider: str, model: str | None) -> tuple[str, list[bytes | str]]:
@@ -101,7 +78,7 @@ def first_token_keys(labels: Sequence[str], provider: str, model: str | None) ->
     OpenAI models with a shipped tiktoken encoding: the exact bytes of the label's first token.
     Any other tokenizer: the label's first character (whitespace and sentencepiece's '▁' stripped).
     """
-    encoding = encoding_name(model) if provider == "openai" and model else None
+    encoding = encoding_name(model) if _uses_tiktoken(provider) and model else None
     if encoding:
         enc = encoding_for_model(model)
         keys: list[bytes | str] = []
@@ -126,7 +103,7 @@ def shared_first_tokens(labels: Sequence[str], provider: str, model: str | None)
             shown = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
             advice = (
                 "rename one of them"
-                if provider == "openai"
+                if "completions" not in _scoring_paths(provider)
                 else "rename one of them, or use provider.scoring: completions (scores every token of each label)"
             )
             return (
@@ -135,6 +112,14 @@ def shared_first_tokens(labels: Sequence[str], provider: str, model: str | None)
             )
         seen[key] = label
     return None
+
+
+def _uses_tiktoken(provider: str) -> bool:
+    return bool(getattr(provider_class(provider), "tiktoken_labels", False))
+
+
+def _scoring_paths(provider: str) -> tuple[str, ...]:
+    return tuple(getattr(provider_class(provider), "scoring_paths", ()))
 
 
 def describe_scoring(config: dict[str, Any]) -> dict[str, Any]:
@@ -169,10 +154,7 @@ def score(
     progress: Progress | None = None,
 ) -> np.ndarray:
     """Log-probability of each answer after each prompt, through the provider's API: (conversations, answers)."""
-    if provider.name == "zhipuai":
-        raise InvalidInput(ZHIPUAI_REFUSAL, where="evaluation.method")
-    scoring = provider.config.get("scoring") or API_SCORING[provider.name]
-    if scoring == "completions":
+    if provider.scoring == "completions":
         return _score_completions(provider, conversations, answers, progress)
     return _score_chat(provider, conversations, answers, progress)
 
@@ -197,13 +179,8 @@ def _add_usage(provider: ChatAPIProvider, usage: Any) -> None:
                     totals[key] += usage[key]
 
 
-def _send(provider: ChatAPIProvider, stop: threading.Event, create: Callable[[], Any]) -> dict[str, Any]:
-    """One attempt: wait for the rate limiter, send through the SDK, return the JSON body as plain values."""
-
-    provider.limiter.wait(stop)
-    if stop.is_set():
-        raise Stopped
-    data = json_answer(create)
+def _checked(provider: ChatAPIProvider, data: Any) -> dict[str, Any]:
+    """An answer's JSON body, which must be an object; its token counts are added to the provider's."""
     if not isinstance(data, dict):
         raise MalformedAnswer("the answer is not a JSON object")
     _add_usage(provider, data.get("usage"))
@@ -221,11 +198,9 @@ def _score_completions(
     scores = np.zeros((len(prompts), k), dtype=np.float32)
     base = _base_request(provider, COMPLETIONS)
     requests = [{**base, "prompt": prompt, "answer": answer} for prompt in prompts for answer in answers]
-    cached = provider.cache.get_many(requests) if provider.cache else {}
     remaining = [k] * len(prompts)
     todo = []
-    for index, request in enumerate(requests):
-        hit = cached.get(cache_key(request))
+    for index, hit in enumerate(provider.cached(requests)):
         if not isinstance(hit, dict) or not isinstance(hit.get("logprob"), int | float):  # damaged: ask again
             todo.append(index)
         else:
@@ -234,7 +209,7 @@ def _score_completions(
     finished = sum(1 for left in remaining if left == 0)
     if progress and finished:
         progress(finished)
-    per_request = int(provider.config.get("prompts_per_request") or 1)
+    per_request = provider.prompts_per_request
     groups = [todo[start : start + per_request] for start in range(0, len(todo), per_request)]
     lock = threading.Lock()
 
@@ -244,18 +219,18 @@ def _score_completions(
         texts = [prompt + answer for prompt, answer in pairs]
 
         def attempt() -> list[dict[str, Any]]:
-            create = lambda: provider.client.completions.create(  # noqa: E731
-                model=provider.model,
-                prompt=texts if len(texts) > 1 else texts[0],
-                max_tokens=1,  # 0 means "no limit" to llama-cpp-python; the one generated token is ignored
-                temperature=0,
-                logprobs=1,
-                echo=True,
-            )
-            return parse_completions(_send(provider, stop, create), pairs, provider.name)
+            request = {
+                "model": provider.model,
+                "prompt": texts if len(texts) > 1 else texts[0],
+                "max_tokens": 1,  # 0 means "no limit" to llama-cpp-python; the one generated token is ignored
+                "temperature": 0,
+                "logprobs": 1,
+                "echo": True,
+            }
+            return parse_completions(_checked(provider, provider.send_completion(request, stop)), pairs, provider.name)
 
         try:
-            results = provider._call(attempt, stop)
+            results = provider.request(attempt, stop)
         except RuntimeFailure as error:
             if per_request > 1 and "HTTP" in str(error):
                 raise RuntimeFailure(
@@ -264,8 +239,7 @@ def _score_completions(
                 ) from None
             raise
         for index, result in zip(group, results, strict=True):
-            if provider.cache:
-                provider.cache.put(requests[index], result)
+            provider.remember(requests[index], result)
             scores[index // k, index % k] = result["logprob"]
         with lock:
             done_now = 0
@@ -372,8 +346,7 @@ def _score_chat(
     exact = any(isinstance(key, bytes) for key in keys)
     base = {**_base_request(provider, CHAT), "top_logprobs": TOP_LOGPROBS}
     requests = [{**base, "messages": messages} for messages in conversations]
-    cached = provider.cache.get_many(requests) if provider.cache else {}
-    tops: list[Any] = [(cached.get(cache_key(request)) or {}).get("top") for request in requests]
+    tops: list[Any] = [(hit if isinstance(hit, dict) else {}).get("top") for hit in provider.cached(requests)]
     todo = [index for index, top in enumerate(tops) if not isinstance(top, list) or not top]
     if progress and len(todo) < len(requests):
         progress(len(requests) - len(todo))
@@ -382,19 +355,18 @@ def _score_chat(
         index = todo[number]
 
         def attempt() -> list[list[Any]]:
-            create = lambda: provider.client.chat.completions.create(  # noqa: E731
-                model=provider.model,
-                messages=conversations[index],
-                max_tokens=1,
-                temperature=0,
-                logprobs=True,
-                top_logprobs=TOP_LOGPROBS,
-            )
-            return top_entries(_send(provider, stop, create), provider)
+            request = {
+                "model": provider.model,
+                "messages": conversations[index],
+                "max_tokens": 1,
+                "temperature": 0,
+                "logprobs": True,
+                "top_logprobs": TOP_LOGPROBS,
+            }
+            return top_entries(_checked(provider, provider.send_chat(request, stop)), provider)
 
-        top = provider._call(attempt, stop)
-        if provider.cache:
-            provider.cache.put(requests[index], {"top": top})
+        top = provider.request(attempt, stop)
+        provider.remember(requests[index], {"top": top})
         tops[index] = top
         if progress:
             progress(1)
@@ -419,7 +391,7 @@ def top_entries(data: dict[str, Any], provider: ChatAPIProvider) -> list[list[An
         raise RuntimeFailure(
             f"{provider.name} returned no top_logprobs for model {provider.model!r}, so labels cannot be scored "
             "through chat; use method: generate"
-            + (" or provider.scoring: completions" if provider.name == "openai_compatible" else "")
+            + (" or provider.scoring: completions" if "completions" in provider.scoring_paths else "")
         )
     if not isinstance(top, list):
         raise MalformedAnswer("top_logprobs is not a list")

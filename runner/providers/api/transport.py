@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
+from runner.core.errors import InvalidInput
 from runner.providers.api.retry import CONNECTION_ERRORS, MalformedAnswer, status_code
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -208,3 +210,31 @@ def zhipuai_http_client(timeout: float) -> Any:
     import httpx
 
     return guarded_client(httpx.Client, httpx, httpcore, timeout=timeout)
+
+
+def check_base_url(url: Any, where: str) -> None:
+    """An http(s) URL with a host and a valid port, or InvalidInput naming `where`: no network needed."""
+    shown = repr(url)
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidInput(f"{shown} is not a URL; expected e.g. http://localhost:8000/v1", where=where)
+    if url != url.strip() or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise InvalidInput(f"{shown} contains spaces or control characters", where=where)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # e.g. "Invalid IPv6 URL" for http://[::1
+        raise InvalidInput(f"{shown} is not a URL ({error})", where=where) from None
+    if parts.username is not None or parts.password is not None:  # the spec, manifest and logs would keep it
+        raise InvalidInput(
+            "the URL carries credentials (user:key@host); give the key in the environment variable "
+            "provider.api_key_env names, never in a spec",
+            where=where,
+        )
+    if parts.scheme.lower() not in ("http", "https"):
+        hint = f" (did you mean http://{url}?)" if "://" not in url and not url.startswith("/") else ""
+        raise InvalidInput(f"{shown} does not start with http:// or https://{hint}", where=where)
+    if not url.lower().startswith(f"{parts.scheme.lower()}://") or not parts.hostname:
+        raise InvalidInput(f"{shown} has no host; expected e.g. {parts.scheme}://localhost:8000/v1", where=where)
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number in 0..65535)
+    except ValueError:
+        raise InvalidInput(f"{shown} has an invalid port", where=where) from None

