@@ -14,8 +14,9 @@ from runner.cli import main
 from runner.config.spec import Gate, load_spec
 from runner.core import stats
 from runner.core.errors import InvalidInput
+from runner.outputs.markdown import describe_gate
 from runner.pipeline import run_spec
-from runner.pipeline.gates import check_gates, describe_gate
+from runner.pipeline.gates import check_gates
 from runner.tasks import Example, make_task
 from runner.tasks.extraction.answer import Entity
 from tests.conftest import write_project

@@ -17,6 +17,7 @@ from markupsafe import Markup
 import runner.outputs.plots as plots  # a module, so a test can make one figure fail
 from runner.outputs.evidence import LossCurve, MistakeSet
 from runner.outputs.summary import gate_detail
+from runner.providers.registry import capability
 
 
 @dataclass
@@ -99,6 +100,7 @@ def render_html(summary: dict[str, Any], page: Page) -> str:
         loss=loss,
         best=best,
         lower_is_better={"invalid_rate", "hallucination_rate"},
+        free=not capability(summary["provider"], "bills_usage", True),  # tokens counted, nothing bought
     )
 
 
@@ -272,7 +274,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 <section>
 <h2>Cost and tokens</h2>
 <div class="grid">
-  <div class="stat"><small>evaluation cost</small><b>{{ '$0 (local model)' if s.provider == 'local' else s.cost.eval_usd | usd if s.usage else '$0 (no API calls)' }}</b></div>
+  <div class="stat"><small>evaluation cost</small><b>{{ '$0 (local model)' if free else s.cost.eval_usd | usd if s.usage else '$0 (no API calls)' }}</b></div>
   <div class="stat"><small>prompt / completion tokens</small><b>{{ s.cost.prompt_tokens | number }} / {{ s.cost.completion_tokens | number }}</b></div>
   {% if s.cost.training_billed_tokens is not none %}
   <div class="stat"><small>training tokens billed (estimate)</small><b>{{ s.cost.training_billed_tokens | number }}</b></div>

@@ -13,11 +13,20 @@ from runner.tasks.common import model_of
 
 
 def describe_gate(gate: dict[str, Any]) -> str:
-    """runner.pipeline.gates' words for a gate, imported when asked: runner.pipeline imports this package,
-    so a top-level import fails whenever runner.outputs is imported first."""
-    from runner.pipeline.gates import describe_gate as describe
-
-    return describe(gate)
+    """The values, the difference and its interval, and how sure the verdict is (console and report.md)."""
+    text = f"{gate['left']:.4f} vs {gate['right']:.4f}"
+    bounds = gate.get("difference_ci95")
+    if bounds:
+        interval = f"95% interval {bounds[0]:+.4f} to {bounds[1]:+.4f}"
+        if gate.get("within_noise"):
+            text += f"; passed, but the difference ({gate['difference']:+.4f}) is inside the noise ({interval})"
+        else:
+            text += f"; difference {gate['difference']:+.4f} ({interval})"
+    if gate.get("confidence") is not None:
+        text += f"; {'holds' if gate['passed'] else 'does not hold'} at {100 * gate['confidence']:g}% confidence"
+    if gate.get("note"):
+        text += f"; {gate['note']}"
+    return text
 
 
 def row_description(row: str, manifest: dict[str, Any], task: Task) -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.outputs.markdown import describe_gate, row_description, verdict
+from runner.providers.registry import capability
 from runner.tasks import Task
-from runner.tasks.common import capability
 
 SCHEMA_VERSION = 1
 OUTPUT_FILES = ("summary.json", "junit.xml", "report.html")

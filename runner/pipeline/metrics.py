@@ -3,9 +3,9 @@ metrics.json; decide the gates (the run's exit code)."""
 
 from __future__ import annotations
 
+import runner.pipeline.gates as gates
 from runner.core.errors import EXIT_GATE_FAILED
 from runner.core.stats import ci95
-from runner.pipeline import gates
 from runner.pipeline.context import RunContext
 
 NAME = "metrics"

@@ -7,9 +7,8 @@ import time
 from datetime import UTC, datetime
 
 from runner.outputs import write_outputs
-from runner.outputs.markdown import render_report, results_table
+from runner.outputs.markdown import describe_gate, render_report, results_table
 from runner.pipeline.context import RunContext
-from runner.pipeline.gates import describe_gate
 
 NAME = "report"
 

@@ -73,3 +73,12 @@ def embedding_provider_config(config: dict[str, Any]) -> dict[str, Any]:
         return config
     fallback = provider_class(EMBEDDING_FALLBACK["name"])
     return {**EMBEDDING_FALLBACK, "model": fallback.default_model}
+
+
+def capability(provider_name: str, attribute: str, fallback: Any) -> Any:
+    """A provider class's capability attribute; `fallback` when the name is no longer registered
+    (a report of an old run must not fail because a plugin provider was uninstalled since)."""
+    try:
+        return getattr(provider_class(provider_name), attribute)
+    except InvalidInput:
+        return fallback

@@ -27,17 +27,6 @@ def join_text(row: dict[str, Any], fields: list[str], where: str) -> str:
     return "\n".join(parts)
 
 
-def capability(provider_name: str, attribute: str, fallback: Any) -> Any:
-    """A provider class's capability attribute; `fallback` when the name is no longer registered
-    (a report of an old run must not fail because a plugin provider was uninstalled since)."""
-    from runner.providers.registry import provider_class
-
-    try:
-        return getattr(provider_class(provider_name), attribute)
-    except InvalidInput:
-        return fallback
-
-
 def model_of(row: str, manifest: dict[str, Any]) -> str:
     """The model that answered a mode's row: the fine-tuned one for fine_tuned rows."""
     if row.startswith("fine_tuned"):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -41,8 +41,23 @@ from runner.providers import Conversation, Progress
 from runner.providers.api.retry import MalformedAnswer
 from runner.providers.registry import provider_class
 
-if TYPE_CHECKING:
-    from runner.providers.api.client import ChatAPIProvider
+
+class ScoringClient(Protocol):
+    """What label scoring needs of the API client (ChatAPIProvider): its public surface, no more."""
+
+    name: str
+    model: str
+    base_url: str | None
+    scoring: str | None
+    prompts_per_request: int | None
+
+    def request(self, call: Callable[[], Any], stop: threading.Event | None = None, *, timed: bool = True) -> Any: ...
+    def send_chat(self, kwargs: dict[str, Any], stop: threading.Event | None = None) -> Any: ...
+    def send_completion(self, kwargs: dict[str, Any], stop: threading.Event | None = None) -> Any: ...
+    def cached(self, requests: Sequence[dict[str, Any]]) -> list[Any]: ...
+    def remember(self, request: dict[str, Any], answer: Any) -> None: ...
+    def parallel(self, n_jobs: int, job: Callable[[int, threading.Event], None]) -> None: ...
+
 
 COMPLETIONS = "completions-echo-logprobs"
 CHAT = "chat-top-logprobs"
@@ -54,9 +69,7 @@ FLOOR_MARGIN = 1.0  # nats below the least likely listed token, for a label not 
 # --- validation ------------------------------------------------------------------------------------
 
 
-def check_scoring(
-    cls: type[ChatAPIProvider], provider: dict[str, Any], where: Callable[..., str], answers: Sequence[str] | None
-) -> None:
+def check_scoring(cls: Any, provider: dict[str, Any], where: Callable[..., str], answers: Sequence[str] | None) -> None:
     """Exit-2 checks for `method: score` through `cls`'s API (provider.scoring is filled in by then:
     it is part of the spec hash). `answers`: the labels, as the task gives them."""
     if not cls.scoring_paths:
@@ -148,7 +161,7 @@ def prompt_text(conversation: Conversation) -> str:
 
 
 def score(
-    provider: ChatAPIProvider,
+    provider: ScoringClient,
     conversations: Sequence[Conversation],
     answers: Sequence[str],
     progress: Progress | None = None,
@@ -159,14 +172,14 @@ def score(
     return _score_chat(provider, conversations, answers, progress)
 
 
-def _base_request(provider: ChatAPIProvider, scoring: str) -> dict[str, Any]:
+def _base_request(provider: ScoringClient, scoring: str) -> dict[str, Any]:
     return {"provider": provider.name, "model": provider.model, "base_url": provider.base_url, "scoring": scoring}
 
 
 _USAGE_LOCK = threading.Lock()
 
 
-def _add_usage(provider: ChatAPIProvider, usage: Any) -> None:
+def _add_usage(provider: ScoringClient, usage: Any) -> None:
     """The API's own token counts, totalled on the provider (`score_usage`): what the bench reports."""
     with _USAGE_LOCK:
         totals = getattr(provider, "score_usage", None)
@@ -179,7 +192,7 @@ def _add_usage(provider: ChatAPIProvider, usage: Any) -> None:
                     totals[key] += usage[key]
 
 
-def _checked(provider: ChatAPIProvider, data: Any) -> dict[str, Any]:
+def _checked(provider: ScoringClient, data: Any) -> dict[str, Any]:
     """An answer's JSON body, which must be an object; its token counts are added to the provider's."""
     if not isinstance(data, dict):
         raise MalformedAnswer("the answer is not a JSON object")
@@ -191,7 +204,7 @@ def _checked(provider: ChatAPIProvider, data: Any) -> dict[str, Any]:
 
 
 def _score_completions(
-    provider: ChatAPIProvider, conversations: Sequence[Conversation], answers: Sequence[str], progress: Progress | None
+    provider: ScoringClient, conversations: Sequence[Conversation], answers: Sequence[str], progress: Progress | None
 ) -> np.ndarray:
     prompts = [prompt_text(conversation) for conversation in conversations]
     k = len(answers)
@@ -340,7 +353,7 @@ def label_logprob(
 
 
 def _score_chat(
-    provider: ChatAPIProvider, conversations: Sequence[Conversation], answers: Sequence[str], progress: Progress | None
+    provider: ScoringClient, conversations: Sequence[Conversation], answers: Sequence[str], progress: Progress | None
 ) -> np.ndarray:
     _, keys = first_token_keys(answers, provider.name, provider.model)
     exact = any(isinstance(key, bytes) for key in keys)
@@ -376,7 +389,7 @@ def _score_chat(
     return np.array(scores, dtype=np.float32).reshape(len(conversations), len(answers))
 
 
-def top_entries(data: dict[str, Any], provider: ChatAPIProvider) -> list[list[Any]]:
+def top_entries(data: dict[str, Any], provider: ScoringClient) -> list[list[Any]]:
     """[token, logprob, bytes] of the first answer token's top_logprobs, or a clear exit-3 failure."""
     from runner.core.secrets import redact
 

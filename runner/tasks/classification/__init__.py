@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from runner.core.errors import InvalidInput
+from runner.providers.registry import capability
 from runner.tasks import Decoded, Embed, Example, Scored, Task, Where, pct_ci
 from runner.tasks.classification import report as page
 from runner.tasks.classification.baseline import baseline_predictions, baseline_probabilities, probe_predictions
@@ -21,7 +22,7 @@ from runner.tasks.classification.combine import (
 )
 from runner.tasks.classification.metrics import classification_aggregate, classification_metrics, classification_stats
 from runner.tasks.classification.normalize import first_twins, normalize_answer
-from runner.tasks.common import Guess, MistakeSet, Scaffold, capability, join_text
+from runner.tasks.common import Guess, MistakeSet, Scaffold, join_text
 
 
 class ClassificationTask(Task):

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from runner.core.errors import InvalidInput
+from runner.providers.registry import capability
 from runner.tasks import Decoded, Example, Task, Where, pct_ci
-from runner.tasks.common import Guess, MistakeSet, Scaffold, capability, join_text
+from runner.tasks.common import Guess, MistakeSet, Scaffold, join_text
 from runner.tasks.extraction import report as page
 from runner.tasks.extraction.answer import AnswerGuide, Entity, locate, parse, render
 from runner.tasks.extraction.baseline import crf_predictions

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.tasks.common import Mistake, MistakeSet, capability, model_of, text_or_none
+from runner.providers.registry import capability
+from runner.tasks.common import Mistake, MistakeSet, model_of, text_or_none
 
 
 def row_description(row: str, manifest: dict[str, Any]) -> str | None:
