@@ -1,11 +1,14 @@
-"""A task type from outside the repository: tests/plugins/toy_qa installed as a distribution on sys.path
-(its own *.dist-info/entry_points.txt, group specrun.tasks), validated and run end to end without a
-file under runner/ knowing it."""
+"""A task type and a provider from outside the repository: tests/plugins/toy_qa installed as a
+distribution on sys.path (its own *.dist-info/entry_points.txt, groups specrun.tasks and
+specrun.providers), validated and run end to end with nothing of specrun patched and no file under
+runner/ knowing either."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -16,11 +19,12 @@ from jsonschema import Draft202012Validator
 
 from runner.cli import main
 from runner.core.errors import InvalidInput
-from runner.providers import Completion, Provider
+from runner.providers.registry import provider_class, provider_names, provider_table
 from runner.tasks import task_class, task_names, task_table
 from tests.conftest import ROOT
 
 PLUGIN = Path(__file__).resolve().parent / "plugins" / "toy_qa"
+PLUGIN_MODULES = ("specrun_toy_qa", "specrun_toy_qa.lookup")
 QA = [
     ("What is the capital of France?", "Paris"),
     ("How many legs has a spider?", "8"),
@@ -31,46 +35,35 @@ QA = [
     ("What is frozen water?", "ice"),
     ("Which animal barks?", "dog"),
 ]
-WRONG = {"Which animal barks?": "a cat"}  # the fake model's one mistake
+WRONG = {"Which animal barks?": "dogs"}  # the lookup file's one mistake, half right by character
 
 
-class LookupProvider(Provider):
-    """Answers each question from the table (one wrong on purpose); loads nothing."""
-
-    name, model = "local", "lookup-test"
-
-    @classmethod
-    def open(cls, config, cache=None):
-        return cls()
-
-    def describe(self):
-        return {"model": self.model}
-
-    def chat(self, conversations, params, progress=None, guides=None, on_answer=None):
-        answers = dict(QA) | WRONG
-        found = []
-        for index, conversation in enumerate(conversations):
-            question = conversation[-1]["content"].split("Q: ", 1)[1].split("\n", 1)[0]
-            found.append(Completion(answers[question]))
-            if on_answer:
-                on_answer(index, found[-1])
-        return found
+def clear_registries() -> None:
+    task_table.cache_clear()
+    provider_table.cache_clear()
+    for module in PLUGIN_MODULES:
+        sys.modules.pop(module, None)
 
 
 @pytest.fixture
 def toy_plugin(tmp_path, monkeypatch):
     """The plugin's package and dist-info in a folder of their own, first on sys.path; registries re-read."""
     site = tmp_path / "site"
-    shutil.copytree(PLUGIN, site)
+    shutil.copytree(PLUGIN, site, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.syspath_prepend(str(site))
-    task_table.cache_clear()
+    clear_registries()
     yield site
-    task_table.cache_clear()
-    sys.modules.pop("specrun_toy_qa", None)
+    clear_registries()
 
 
-def write_toy_project(root: Path, **overrides) -> Path:
+def write_toy_project(root: Path, gates: list[str] | None = None, **overrides) -> Path:
+    """Questions, their lookup answers (one wrong), a template and a spec naming the toy task and provider.
+    The spec's folder is the working directory: provider.lookup is read relative to it."""
     (root / "qa.jsonl").write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in QA))
+    answers = dict(QA) | WRONG
+    (root / "answers.jsonl").write_text(
+        "".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in answers.items())
+    )
     (root / "qa.jinja").write_text("Answer in a word.\nQ: {{ text }}\nA:", encoding="utf-8")
     spec = {
         "name": "toy",
@@ -78,8 +71,9 @@ def write_toy_project(root: Path, **overrides) -> Path:
         "data": {"path": "qa.jsonl"},
         "splits": {"train": {"take": "first", "n": 3}, "eval": {"take": "rest"}},
         "prompt": {"template": "qa.jinja"},
+        "provider": {"name": "toy_lookup", "lookup": "answers.jsonl"},
         "checks": {"model": "gpt-4o-mini"},
-        "evaluation": {"gates": ["exact_match >= 0.5", "char_f1 > baseline.char_f1"]},
+        "evaluation": {"gates": gates or ["exact_match >= 0.5", "char_f1 > baseline.char_f1"]},
         **overrides,
     }
     path = root / "toy.yaml"
@@ -87,44 +81,121 @@ def write_toy_project(root: Path, **overrides) -> Path:
     return path
 
 
-def test_the_plugin_is_registered_beside_the_built_ins(toy_plugin):
-    assert task_names()[-1] == "toy_qa" and task_class("toy_qa").__module__ == "specrun_toy_qa"
-    from runner.config.schema import spec_schema
-
-    assert "toy_qa" in spec_schema()["properties"]["task"]["enum"]
-    assert "question_field" in spec_schema()["properties"]["data"]["properties"]
-
-
-def test_validate_and_run_a_spec_of_the_plugins_task(toy_plugin, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("runner.providers.registry.open_provider", lambda config, cache=None: LookupProvider())
-    spec = write_toy_project(tmp_path)
-    assert main(["validate", str(spec)]) == 0
-    out = tmp_path / "runs"
-    assert main(["run", str(spec), "--out", str(out)]) == 0
+def run_folder(out: Path) -> Path:
     (folder,) = list((out / "toy").iterdir())
+    return folder
+
+
+def check_outputs(folder: Path, gates_passed: bool) -> None:
+    """What a finished run of the toy spec leaves: the lookup's answers, scored, in every output."""
+    predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert [(p["text"], p["zero_shot_answer"]) for p in predictions] == [(q, (dict(QA) | WRONG)[q]) for q, _ in QA[3:]]
     metrics = json.loads((folder / "metrics.json").read_text())
     assert set(metrics) == {"zero_shot", "baseline", "baseline_all_data"}
     assert metrics["zero_shot"]["exact_match"] == 4 / 5 and metrics["zero_shot"]["correct"] == 4
+    assert metrics["zero_shot"]["char_f1"] == pytest.approx((4 + 6 / 7) / 5)  # "dogs" for "dog": F1 6/7
     summary = json.loads((folder / "summary.json").read_text())
     schema = json.loads((ROOT / "schemas" / "summary.schema.json").read_text(encoding="utf-8"))
     assert not list(Draft202012Validator(schema).iter_errors(summary))
     assert summary["task"] == "toy_qa" and summary["primary_metric"] == "exact_match"
-    assert summary["gates_passed"] is True and summary["breakdown"] is None
+    assert summary["provider"] == "toy_lookup" and summary["cost"]["eval_usd"] == 0.0
+    assert summary["gates_passed"] is gates_passed and summary["breakdown"] is None
     html = (folder / "report.html").read_text(encoding="utf-8")
-    assert "exact_match" in html and "a cat" in html  # the mistake the plugin found
+    assert "exact_match" in html and "dogs" in html  # the mistake the task's hook found
     suite = ET.parse(folder / "junit.xml").getroot()
-    assert len(suite.findall(".//testcase")) == 2 and not suite.findall(".//failure")
+    assert len(suite.findall(".//testcase")) == 2
+    assert bool(suite.findall(".//failure")) is not gates_passed
     assert "4 of 5 answered exactly" in (folder / "report.md").read_text(encoding="utf-8")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["models"]["lookup"] == {"model": "lookup", "questions": len(QA)}  # the provider's describe()
 
 
-def test_a_spec_key_of_the_plugin_is_checked_by_the_composed_schema(toy_plugin, tmp_path, capsys):
+def test_the_plugin_is_registered_beside_the_built_ins(toy_plugin):
+    assert task_names()[-1] == "toy_qa" and task_class("toy_qa").__module__ == "specrun_toy_qa"
+    assert provider_names()[-1] == "toy_lookup"
+    assert provider_class("toy_lookup").__module__ == "specrun_toy_qa.lookup"
+    from runner.config.schema import spec_schema
+
+    schema = spec_schema()["properties"]
+    assert "toy_qa" in schema["task"]["enum"] and "toy_lookup" in schema["provider"]["properties"]["name"]["enum"]
+    assert "question_field" in schema["data"]["properties"] and "lookup" in schema["provider"]["properties"]
+
+
+def test_validate_and_run_with_the_plugins_task_and_provider(toy_plugin, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = write_toy_project(tmp_path)
+    assert main(["validate", str(spec)]) == 0
+    out = tmp_path / "runs"
+    assert main(["run", str(spec), "--out", str(out)]) == 0
+    check_outputs(run_folder(out), gates_passed=True)
+
+
+def test_a_gate_the_lookup_answers_miss_fails_the_run(toy_plugin, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = write_toy_project(tmp_path, gates=["exact_match >= 0.9", "char_f1 > baseline.char_f1"])
+    out = tmp_path / "runs"
+    assert main(["run", str(spec), "--out", str(out)]) == 1
+    check_outputs(run_folder(out), gates_passed=False)
+    failure = ET.parse(run_folder(out) / "junit.xml").getroot().find(".//failure")
+    assert failure is not None and "exact_match" in ET.tostring(failure, encoding="unicode")
+
+
+def test_a_missing_lookup_file_is_a_spec_error_naming_provider_lookup(toy_plugin, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = write_toy_project(tmp_path)
+    (tmp_path / "answers.jsonl").unlink()
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "provider.lookup" in err and "lookup file not found: answers.jsonl" in err and "Traceback" not in err
+    out = tmp_path / "runs"
+    assert main(["run", str(spec), "--out", str(out)]) == 2
+    assert not out.exists()  # refused before a run folder is made
+
+
+def test_a_bad_lookup_line_is_a_spec_error_naming_the_line(toy_plugin, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = write_toy_project(tmp_path)
+    (tmp_path / "answers.jsonl").write_text('{"question": "Who wrote Hamlet?", "answer": "Shakespeare"}\n["no"]\n')
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "provider.lookup" in err and "answers.jsonl:2" in err
+
+
+def test_an_unknown_provider_lists_the_known_ones_plugin_included(toy_plugin, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    spec = write_toy_project(tmp_path, provider={"name": "toy_lookpu", "lookup": "answers.jsonl"})
+    assert main(["validate", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "provider.name" in err and "'toy_lookpu' is not one of 'local', 'openai'" in err and "'toy_lookup'" in err
+
+
+def test_a_spec_key_of_the_plugin_is_checked_by_the_composed_schema(toy_plugin, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
     spec = write_toy_project(tmp_path, data={"path": "qa.jsonl", "question_field": ""})
     assert main(["validate", str(spec)]) == 2
     assert "data.question_field" in capsys.readouterr().err
 
 
+def test_an_installed_plugin_is_found_by_a_fresh_specrun_process(tmp_path):
+    """`python -m runner run` in a new interpreter: entry points read from sys.path as for a pip install."""
+    site = tmp_path / "site"
+    shutil.copytree(PLUGIN, site, ignore=shutil.ignore_patterns("__pycache__"))
+    spec = write_toy_project(tmp_path)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(site)]),
+        "SPECRUN_CACHE": str(tmp_path / "cache"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "run", str(spec), "--out", str(tmp_path / "runs")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    check_outputs(run_folder(tmp_path / "runs"), gates_passed=True)
+
+
 def test_without_the_plugin_its_task_is_unknown(tmp_path, capsys):
-    task_table.cache_clear()
+    clear_registries()
     spec = write_toy_project(tmp_path)
     assert main(["validate", str(spec)]) == 2
     assert "'toy_qa' is not one of 'classification', 'extraction'" in capsys.readouterr().err
@@ -138,14 +209,18 @@ def test_a_plugin_cannot_replace_a_built_in_nor_register_what_is_not_a_task(tmp_
     )
     (site / "bad_plugin-0.1.dist-info" / "entry_points.txt").write_text(
         "[specrun.tasks]\nclassification = bad_plugin:Nothing\nnot_a_task = bad_plugin:Nothing\n"
+        "[specrun.providers]\nlocal = bad_plugin:Nothing\nnot_a_provider = bad_plugin:Nothing\n"
     )
     (site / "bad_plugin.py").write_text("Nothing = object\n")
     monkeypatch.syspath_prepend(str(site))
-    task_table.cache_clear()
+    clear_registries()
     try:
         assert task_class("classification").__module__ == "runner.tasks.classification"
         with pytest.raises(InvalidInput, match="is not a specrun Task class"):
             task_class("not_a_task")
+        assert provider_class("local").__module__ == "runner.providers.local.provider"
+        with pytest.raises(InvalidInput, match="is not a specrun Provider class"):
+            provider_class("not_a_provider")
     finally:
-        task_table.cache_clear()
+        clear_registries()
         sys.modules.pop("bad_plugin", None)
