@@ -73,7 +73,7 @@ def write_toy_project(root: Path, gates: list[str] | None = None, **overrides) -
         "prompt": {"template": "qa.jinja"},
         "provider": {"name": "toy_lookup", "lookup": "answers.jsonl"},
         "checks": {"model": "gpt-4o-mini"},
-        "evaluation": {"gates": gates or ["exact_match >= 0.5", "char_f1 > baseline.char_f1"]},
+        "evaluation": {"gates": gates or ["exact_match >= 0.5", "char_f1 > baseline.char_f1 (95%)"]},
         **overrides,
     }
     path = root / "toy.yaml"
@@ -94,6 +94,7 @@ def check_outputs(folder: Path, gates_passed: bool) -> None:
     assert set(metrics) == {"zero_shot", "baseline", "baseline_all_data"}
     assert metrics["zero_shot"]["exact_match"] == 4 / 5 and metrics["zero_shot"]["correct"] == 4
     assert metrics["zero_shot"]["char_f1"] == pytest.approx((4 + 6 / 7) / 5)  # "dogs" for "dog": F1 6/7
+    assert set(metrics["zero_shot"]["ci95"]) == {"exact_match", "char_f1"}  # the task's per-example statistics
     summary = json.loads((folder / "summary.json").read_text())
     schema = json.loads((ROOT / "schemas" / "summary.schema.json").read_text(encoding="utf-8"))
     assert not list(Draft202012Validator(schema).iter_errors(summary))

@@ -13,8 +13,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from runner.core.errors import InvalidInput
-from runner.tasks import Decoded, Example, Task, Where, pct
+from runner.tasks import Decoded, Example, Task, Where, pct_ci
 from runner.tasks.common import Mistake, MistakeSet, join_text
 
 
@@ -89,22 +91,38 @@ class ToyQATask(Task):
     def target(self, example: Example) -> str:
         return example.gold
 
-    def decode(self, examples, outputs, mode, validation=None) -> Decoded:
+    def decode(
+        self, examples: list[Example], outputs: dict[str, dict[str, Any]], mode: str, validation: Any = None
+    ) -> Decoded:
         answers = [outputs[e.id]["text"].strip() for e in examples]
         return Decoded(rows={mode: answers}, fields=[{f"{mode}_answer": a} for a in answers])
 
+    def example_stats(self, examples: list[Example], predicted: list[Any]) -> np.ndarray:
+        """Per example: exact (0 or 1), char F1, 1. Sums of these give every metric, so specrun can
+        resample examples for intervals and `(95%)` gates."""
+        return np.array(
+            [
+                [normalized(e.gold) == normalized(str(p)), char_f1(e.gold, str(p)), 1.0]
+                for e, p in zip(examples, predicted, strict=True)
+            ],
+            dtype=float,
+        ).reshape(-1, 3)
+
+    def aggregate(self, totals: np.ndarray) -> dict[str, Any]:
+        exact, f1, n = np.moveaxis(np.asarray(totals, dtype=float), -1, 0)
+        return {"exact_match": exact / np.maximum(n, 1), "char_f1": f1 / np.maximum(n, 1)}
+
     def score(self, examples: list[Example], predicted: list[Any]) -> dict[str, Any]:
-        exact = sum(normalized(e.gold) == normalized(str(p)) for e, p in zip(examples, predicted, strict=True))
-        f1 = sum(char_f1(e.gold, str(p)) for e, p in zip(examples, predicted, strict=True))
-        n = max(1, len(examples))
-        return {"exact_match": exact / n, "char_f1": f1 / n, "correct": exact, "n": len(examples)}
+        totals = self.example_stats(examples, predicted).sum(axis=0)
+        metrics = {name: float(value) for name, value in self.aggregate(totals).items()}
+        return {**metrics, "correct": int(totals[0]), "n": int(totals[2])}
 
     def baseline(self, train: list[Example], evaluation: list[Example]) -> list[Any]:
         common = Counter(e.gold for e in train).most_common(1)
         return [common[0][0] if common else ""] * len(evaluation)
 
     def table_columns(self) -> list[tuple[str, Callable[[dict[str, Any]], str]]]:
-        return [("exact match", lambda m: pct(m["exact_match"])), ("char F1", lambda m: pct(m["char_f1"]))]
+        return [("exact match", lambda m: pct_ci(m, "exact_match")), ("char F1", lambda m: pct_ci(m, "char_f1"))]
 
     def report_section(self, metrics: dict[str, Any], row: str) -> list[str]:
         return [f"## Answers ({row})", "", f"{metrics['correct']} of {metrics['n']} answered exactly.", ""]
