@@ -5,11 +5,13 @@ runner/ knowing either."""
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -177,10 +179,14 @@ def test_a_spec_key_of_the_plugin_is_checked_by_the_composed_schema(toy_plugin, 
     assert "data.question_field" in capsys.readouterr().err
 
 
-def test_an_installed_plugin_is_found_by_a_fresh_specrun_process(tmp_path):
-    """`python -m runner run` in a new interpreter: entry points read from sys.path as for a pip install."""
-    site = tmp_path / "site"
-    shutil.copytree(PLUGIN, site, ignore=shutil.ignore_patterns("__pycache__"))
+def test_the_plugin_pip_installs_and_a_fresh_specrun_process_finds_it(tmp_path):
+    """The package built from its pyproject.toml (offline: no index, no build isolation) into a folder on
+    PYTHONPATH, then `python -m runner run` in a new interpreter: entry points found as any install's."""
+    source, site = tmp_path / "source", tmp_path / "site"
+    shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("__pycache__", "*.dist-info", "*.md"))
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--no-build-isolation"]
+    built = subprocess.run([*pip, "--target", str(site), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-2000:]
     spec = write_toy_project(tmp_path)
     env = {
         **os.environ,
@@ -193,6 +199,14 @@ def test_an_installed_plugin_is_found_by_a_fresh_specrun_process(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     check_outputs(run_folder(tmp_path / "runs"), gates_passed=True)
+
+
+def test_the_test_installs_declare_what_pyproject_declares():
+    """The hand-written dist-info the in-process tests put on sys.path says what a pip install would."""
+    declared = tomllib.loads((PLUGIN / "pyproject.toml").read_text(encoding="utf-8"))["project"]["entry-points"]
+    written = configparser.ConfigParser()
+    written.read(PLUGIN / "specrun_toy_qa-0.1.dist-info" / "entry_points.txt", encoding="utf-8")
+    assert {group: dict(written[group]) for group in written.sections()} == declared
 
 
 def test_without_the_plugin_its_task_is_unknown(tmp_path, capsys):
