@@ -8,6 +8,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -239,3 +240,55 @@ def test_a_plugin_cannot_replace_a_built_in_nor_register_what_is_not_a_task(tmp_
     finally:
         clear_registries()
         sys.modules.pop("bad_plugin", None)
+
+
+# --- docs/writing-a-task-type.md and docs/writing-a-provider.md show the plugin's own code and files
+
+
+def code_blocks(page: Path, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```$", page.read_text(encoding="utf-8"), flags=re.M | re.S)
+
+
+@pytest.mark.parametrize(
+    ("page", "module"), [("writing-a-task-type.md", "__init__.py"), ("writing-a-provider.md", "lookup.py")]
+)
+def test_the_docs_show_the_plugins_code_exactly_and_all_of_it(page, module):
+    """Each Python block is a piece of the module (methods shown dedented, as a formatter leaves them), in
+    order; together they are the whole module, blank lines aside."""
+    source = [line for line in (PLUGIN / "specrun_toy_qa" / module).read_text().splitlines() if line.strip()]
+    at = 0
+    for block in code_blocks(ROOT / "docs" / page, "python"):
+        lines = [line for line in block.splitlines() if line.strip()]
+        for indent in ("", "    "):
+            piece = [indent + line for line in lines]
+            if source[at : at + len(piece)] == piece:
+                at += len(piece)
+                break
+        else:
+            pytest.fail(f"docs/{page}: this block is not the next piece of {module}:\n{block[:300]}")
+    assert at == len(source), f"docs/{page} leaves out {module} from: {source[at]!r}"
+
+
+def test_the_docs_show_the_packages_files():
+    task_page, provider_page = ROOT / "docs" / "writing-a-task-type.md", ROOT / "docs" / "writing-a-provider.md"
+    assert code_blocks(task_page, "toml") == [(PLUGIN / "pyproject.toml").read_text()]
+    assert (PLUGIN / "example" / "qa.jinja").read_text() in code_blocks(task_page, "jinja")
+    assert (PLUGIN / "example" / "toy_qa.yaml").read_text() in code_blocks(task_page, "yaml")
+    rows = (PLUGIN / "example" / "qa.jsonl").read_text().splitlines(keepends=True)
+    assert "".join(rows[:2]) in code_blocks(task_page, "json")
+    answers = (PLUGIN / "example" / "answers.jsonl").read_text().splitlines(keepends=True)
+    assert "".join(answers[-2:]) in code_blocks(provider_page, "json")
+
+
+def test_the_docs_example_validates_and_runs_as_the_docs_say(toy_plugin, tmp_path, monkeypatch, capsys):
+    shutil.copytree(PLUGIN / "example", tmp_path / "example")
+    monkeypatch.chdir(tmp_path / "example")
+    assert main(["validate", "toy_qa.yaml"]) == 0
+    lookup = ["--set", "provider.name=toy_lookup", "--set", "provider.lookup=answers.jsonl"]
+    assert main(["run", "toy_qa.yaml", *lookup, "--out", "runs"]) == 0
+    assert main(["validate", "toy_qa.yaml", "--set", "provider.lookup=nowhere.jsonl", *lookup[:2]]) == 2
+    assert "--set provider.lookup: provider.lookup" in capsys.readouterr().err
+    spec = Path("toy_qa.yaml")
+    spec.write_text(spec.read_text().replace("{path: qa.jsonl}", '{path: qa.jsonl, question_field: ""}'))
+    assert main(["validate", "toy_qa.yaml"]) == 2
+    assert "toy_qa.yaml:3: data.question_field" in capsys.readouterr().err

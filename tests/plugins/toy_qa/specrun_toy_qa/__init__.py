@@ -1,9 +1,8 @@
 """A toy task type from outside specrun: short answers to questions, scored by exact match and character F1.
 
-It lives outside runner/ and registers through the `specrun.tasks` entry-point group (see
-specrun_toy_qa-0.1.dist-info/entry_points.txt); tests/test_plugin_task.py installs it on sys.path and
-runs `specrun validate` and `specrun run` on a spec naming `task: toy_qa`. docs/writing-a-task-type.md
-walks through it.
+A package of its own (pyproject.toml declares it in the `specrun.tasks` entry-point group);
+tests/test_plugin_task.py installs it and runs `specrun validate` and `specrun run` on a spec naming
+`task: toy_qa`. docs/writing-a-task-type.md walks through this file.
 """
 
 from __future__ import annotations
@@ -38,12 +37,14 @@ def char_f1(gold: str, predicted: str) -> float:
 
 
 class ToyQATask(Task):
-    name = "toy_qa"
-    metrics = ("exact_match", "char_f1")
-    primary_metric = "exact_match"
-    methods = ("generate",)
-    baseline_name = "most frequent answer"
-    max_tokens = 24
+    """Short answers to questions: the model generates, exact match and character F1 score."""
+
+    name = "toy_qa"  # what a spec's `task:` says; the entry point's name must be the same
+    metrics = ("exact_match", "char_f1")  # what gates may name; each a share from 0 to 1
+    primary_metric = "exact_match"  # the headline figure of tables and verdicts
+    methods = ("generate",)  # open answers: no closed set to score label by label
+    baseline_name = "most frequent answer"  # the classical rival's row, in words
+    max_tokens = 24  # provider.params.max_tokens when the spec leaves it out
 
     def __init__(self, doc: dict[str, Any]):
         super().__init__(doc)

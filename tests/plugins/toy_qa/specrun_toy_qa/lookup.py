@@ -1,8 +1,7 @@
 """A toy provider from outside specrun: it answers from a lookup file instead of a model.
 
-Handy for a demo or for testing a spec's plumbing without loading anything. It registers through
-the `specrun.providers` entry-point group (see specrun_toy_qa-0.1.dist-info/entry_points.txt);
-docs/writing-a-provider.md walks through it.
+Handy for a demo, or for testing a spec's plumbing without loading anything. pyproject.toml declares it
+in the `specrun.providers` entry-point group; docs/writing-a-provider.md walks through this file.
 """
 
 from __future__ import annotations
