@@ -272,6 +272,7 @@ def test_the_docs_show_the_plugins_code_exactly_and_all_of_it(page, module):
 def test_the_docs_show_the_packages_files():
     task_page, provider_page = ROOT / "docs" / "writing-a-task-type.md", ROOT / "docs" / "writing-a-provider.md"
     assert code_blocks(task_page, "toml") == [(PLUGIN / "pyproject.toml").read_text()]
+    assert all(block in (PLUGIN / "pyproject.toml").read_text() for block in code_blocks(provider_page, "toml"))
     assert (PLUGIN / "example" / "qa.jinja").read_text() in code_blocks(task_page, "jinja")
     assert (PLUGIN / "example" / "toy_qa.yaml").read_text() in code_blocks(task_page, "yaml")
     rows = (PLUGIN / "example" / "qa.jsonl").read_text().splitlines(keepends=True)
