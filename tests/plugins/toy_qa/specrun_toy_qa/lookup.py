@@ -35,7 +35,7 @@ class LookupProvider(Provider):
     needs_key = False
     can_score = False  # no log-probabilities: the task must generate
     caches_responses = False  # nothing is bought, so nothing to cache
-    bills_usage = False  # the report shows no cost
+    bills_usage = False  # the reports show an evaluation cost of $0
     ignored_keys = ("concurrency", "timeout_s", "max_retries")  # nothing goes over a network
 
     def __init__(self, table: dict[str, str], model: str):
