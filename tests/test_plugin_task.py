@@ -150,7 +150,8 @@ def test_a_missing_lookup_file_is_a_spec_error_naming_provider_lookup(toy_plugin
     (tmp_path / "answers.jsonl").unlink()
     assert main(["validate", str(spec)]) == 2
     err = capsys.readouterr().err
-    assert "provider.lookup" in err and "lookup file not found: answers.jsonl" in err and "Traceback" not in err
+    assert "provider.lookup" in err and f"lookup file not found: {tmp_path / 'answers.jsonl'}" in err
+    assert "Traceback" not in err
     out = tmp_path / "runs"
     assert main(["run", str(spec), "--out", str(out)]) == 2
     assert not out.exists()  # refused before a run folder is made
@@ -293,3 +294,19 @@ def test_the_docs_example_validates_and_runs_as_the_docs_say(toy_plugin, tmp_pat
     spec.write_text(spec.read_text().replace("{path: qa.jsonl}", '{path: qa.jsonl, question_field: ""}'))
     assert main(["validate", "toy_qa.yaml"]) == 2
     assert "toy_qa.yaml:3: data.question_field" in capsys.readouterr().err
+
+
+def test_a_providers_file_is_read_beside_the_spec_and_hashed_with_it(toy_plugin, tmp_path, monkeypatch):
+    """provider.lookup is one of the provider's path_keys: relative to the spec (not the working
+    directory), and its bytes are part of the spec hash, so an edited lookup file is a new run."""
+    from runner.config.spec import load_spec
+
+    spec = write_toy_project(tmp_path)
+    monkeypatch.chdir(tmp_path.parent)  # elsewhere: the relative path still means the spec's folder
+    first = load_spec(spec)
+    assert first.provider["lookup"] == str(tmp_path / "answers.jsonl")
+    assert first.provider["lookup"] in first.files()
+    before = first.hash()
+    with (tmp_path / "answers.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"question": "Which colour is grass?", "answer": "green"}) + "\n")
+    assert load_spec(spec).hash() != before

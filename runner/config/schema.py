@@ -33,11 +33,19 @@ def spec_schema() -> dict[str, Any]:
 @functools.cache
 def _composed(tasks: tuple[str, ...], provider_names: tuple[str, ...]) -> dict[str, Any]:
     base = json.loads(BASE_PATH.read_text(encoding="utf-8"))
-    return compose(
-        base,
-        {name: task_class(name).schema() for name in tasks},
-        {name: providers.provider_class(name).schema() for name in provider_names},
-    )
+    return compose(base, _loadable(tasks, task_class), _loadable(provider_names, providers.provider_class))
+
+
+def _loadable(names: tuple[str, ...], load: Any) -> dict[str, dict[str, Any]]:
+    """Each name's schema part; a plugin that cannot be loaded is left out, so one broken package does
+    not stop every spec (a spec that names it gets the plugin's own error: runner/config/spec.py)."""
+    parts = {}
+    for name in names:
+        try:
+            parts[name] = load(name).schema()
+        except InvalidInput:
+            continue
+    return parts
 
 
 def compose(

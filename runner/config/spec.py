@@ -23,8 +23,8 @@ from runner.config.schema import spec_schema
 from runner.core.errors import InvalidInput
 from runner.core.jsonl import read_text
 from runner.core.tokens import encoding_name
-from runner.providers.registry import provider_class
-from runner.tasks import make_task, task_class, task_names
+from runner.providers.registry import capability, provider_class, provider_table
+from runner.tasks import make_task, task_class, task_names, task_table
 
 NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 GATE_PATTERN = re.compile(
@@ -38,6 +38,7 @@ GATE_SYNTAX = (
 )
 AGAINST = "against"  # the row prefix naming the run given with --against
 PATH_KEYS = ("path", "template")  # --set values under these keys are paths relative to the working directory
+# (and a provider's own `path_keys`)
 
 
 @dataclass(frozen=True)
@@ -174,9 +175,12 @@ class Spec:
         return digest.hexdigest()
 
     def files(self) -> list[str]:
-        """The dataset files and the template, in a fixed order."""
+        """The dataset files, the files the provider section names (`Provider.path_keys`), then the
+        template, in a fixed order."""
         paths = [self.data["path"]] if "path" in self.data else []
         paths += [split["path"] for split in self.doc["splits"].values() if "path" in split]
+        provider = self.doc.get("provider") or {}
+        paths += [provider[key] for key in _provider_path_keys(self.doc) if isinstance(provider.get(key), str)]
         return [*dict.fromkeys(paths), self.doc["prompt"]["template"]]
 
 
@@ -217,7 +221,8 @@ def _apply_override(doc: dict, override: str, lines: dict[tuple, int]) -> tuple[
         raise InvalidInput(f"--set {override!r}: write it as dotted.key=value")
     value = load_value(raw_value, f"--set {key.strip()}")
     parts = tuple(key.strip().split("."))
-    if parts[-1] in PATH_KEYS and isinstance(value, str) and value:
+    is_path = parts[-1] in PATH_KEYS or (parts[:-1] == ("provider",) and parts[-1] in _provider_path_keys(doc))
+    if is_path and isinstance(value, str) and value:
         value = resolved(Path(value), f"--set {key.strip()}")
     _set_dotted(doc, parts, value, lines, lambda message: InvalidInput(f"--set {override!r}: {message}"))
     return parts
@@ -285,6 +290,11 @@ def _text_keys(spec: Spec) -> None:
 def _validate_schema(spec: Spec) -> None:
     if (path := _non_finite(spec.doc)) is not None:
         raise InvalidInput("must be a finite number, not NaN or infinity", where=spec.where(*path))
+    task, provider = spec.doc.get("task"), (spec.doc.get("provider") or {}).get("name")
+    if isinstance(task, str) and task in task_table():
+        task_class(task)  # a registered plugin that cannot be loaded says why, naming `task`
+    if isinstance(provider, str) and provider in provider_table():
+        provider_class(provider)
     validator = jsonschema.Draft202012Validator(spec_schema())
     errors = sorted(validator.iter_errors(spec.doc), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
     if not errors:
@@ -331,6 +341,17 @@ def _fill_defaults(spec: Spec) -> None:
         if "path" in section:
             section["path"] = resolved(base / section["path"], spec.where(*keys, "path"))
     doc["prompt"]["template"] = resolved(base / doc["prompt"]["template"], spec.where("prompt", "template"))
+    provider = doc["provider"]
+    for key in _provider_path_keys(doc):
+        if isinstance(provider.get(key), str) and provider[key]:
+            provider[key] = resolved(base / provider[key], spec.where("provider", key))
+
+
+def _provider_path_keys(doc: dict[str, Any]) -> tuple[str, ...]:
+    """Keys of the provider section that name files (a plugin's lookup file): read relative to the spec
+    like data.path, and hashed with it. None for a provider that is not registered (validation says so)."""
+    name = (doc.get("provider") or {}).get("name", "local")
+    return capability(name, "path_keys", ()) if isinstance(name, str) else ()
 
 
 def resolved(path: Path, where: str) -> str:

@@ -177,7 +177,8 @@ def estimate(ctx: RunContext) -> dict[str, Any]:
     including = f" (with {len(validation)} validation lines calibration is fitted on)" if validation else ""
     if not providers.provider_class(provider["name"]).bills_usage:
         console.print(
-            f"dry run: nothing spent; the local model would evaluate {len(examples)} examples{including} (no API cost)"
+            f"dry run: nothing spent; the {provider['name']} model would evaluate {len(examples)} examples{including} "
+            "(no API cost)"
         )
         return {"examples": len(examples), "prompt_tokens": None, "max_completion_tokens": None, "usd": 0.0}
     conversations = [prompts.messages(example) for example in examples]

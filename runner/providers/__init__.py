@@ -86,6 +86,7 @@ class Provider(ABC):
     caches_responses: ClassVar[bool] = True  # answers bought from a server go through the response cache
     bills_usage: ClassVar[bool] = True  # tokens cost money (False: counted, nothing bought)
     ignored_keys: ClassVar[tuple[str, ...]] = ()  # provider keys with no use here, dropped when defaults are filled
+    path_keys: ClassVar[tuple[str, ...]] = ()  # its own keys naming files: relative to the spec, hashed with it
     model: str
     chunk_size: int | None = None  # examples per call between saves to the run folder; None: the default
 

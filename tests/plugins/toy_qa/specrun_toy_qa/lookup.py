@@ -37,6 +37,7 @@ class LookupProvider(Provider):
     caches_responses = False  # nothing is bought, so nothing to cache
     bills_usage = False  # the reports show an evaluation cost of $0
     ignored_keys = ("concurrency", "timeout_s", "max_retries")  # nothing goes over a network
+    path_keys = ("lookup",)  # read relative to the spec, like data.path, and part of the spec's hash
 
     def __init__(self, table: dict[str, str], model: str):
         self.table = table
@@ -49,7 +50,7 @@ class LookupProvider(Provider):
                 "lookup": {
                     "type": "string",
                     "minLength": 1,
-                    "description": "toy_lookup: JSON lines of {question, answer}, relative to the working directory.",
+                    "description": "toy_lookup: JSON lines of {question, answer}, relative to the spec.",
                 }
             }
         }
