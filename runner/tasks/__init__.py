@@ -190,6 +190,11 @@ class Task(ABC):
         """The gold answer as predictions.jsonl records it."""
         return example.gold
 
+    def prediction_files(self, examples: list[Example], rows: dict[str, list[Any]]) -> dict[str, str]:
+        """Files written beside predictions.jsonl (name -> text), each row's predictions in the layout the
+        data's own tools read (extraction: conlleval's, for data read from CoNLL); none by default."""
+        return {}
+
     # Uncertainty (runner/core/stats.py resamples examples; lm-evaluation-harness's per-example results + aggregation)
     def example_stats(self, examples: list[Example], predicted: list[Any]) -> np.ndarray | None:
         """One row of counts per example, shape (n, k), whose column sums `aggregate` turns into every metric.

@@ -1,8 +1,9 @@
 """Entity extraction (NER): the model answers {type name: [entity strings]}, scored on (type, span).
 
 Rows come as CLUENER2020 ({text, label: {type: {entity: [[start, end_inclusive], ...]}}}), plain
-entity lists ({text, entities: [{type, text, start, end}]}, end exclusive), or the legacy
-{prompt, completion} JSONL. Every span is checked against its text while reading.
+entity lists ({text, entities: [{type, text, start, end}]}, end exclusive), the legacy
+{prompt, completion} JSONL, or CoNLL/BIO tagged tokens (bio.py). Every span is checked against its
+text while reading.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from runner.core.errors import InvalidInput
 from runner.providers.registry import capability
 from runner.tasks import Decoded, Example, Task, Where, pct_ci
 from runner.tasks.common import Guess, MistakeSet, Scaffold, join_text
+from runner.tasks.extraction import bio
 from runner.tasks.extraction import report as page
 from runner.tasks.extraction.answer import AnswerGuide, Entity, locate, parse, render
 from runner.tasks.extraction.baseline import crf_predictions
 from runner.tasks.extraction.metrics import entity_aggregate, entity_metrics, entity_stats
 from runner.tasks.extraction.rows import cluener_entities, detect_format, listed_entities
 
-ROW_FORMATS = ("cluener", "entities", "prompt_completion")
+ROW_FORMATS = ("cluener", "entities", "prompt_completion", "conll")
 LEGACY_MARKER = "Text:"  # the notebook's prompt: 请抽取给定Text中的实体…\nText:<文本>\n
 
 
@@ -45,6 +47,8 @@ class ExtractionTask(Task):
         self.names = {t: v["name"] for t, v in self.types.items()}
         self.ignored = set(doc["data"].get("ignore_types", []))
         self.text_fields = doc["data"]["text_fields"]
+        self.conll = {"tag_column": -1, "scheme": "auto", "lenient": False, **doc["data"].get("conll", {})}
+        self.conll_schemes: dict[str, tuple[set[str], str]] = {}  # file -> (the schemes it fits, its first row)
 
     @classmethod
     def apply_defaults(cls, doc: dict[str, Any], provider_cls: type) -> None:
@@ -94,19 +98,16 @@ class ExtractionTask(Task):
         if not isinstance(row, dict):
             raise InvalidInput(f"expected an object with fields, got {type(row).__name__}", where=where)
         fmt = fmt if fmt in ROW_FORMATS else detect_format(row, where)
+        if fmt == "conll":
+            return self._conll(row, where, example_id)
         if fmt == "prompt_completion":
             return self._legacy(row, where, example_id)
         text = join_text(row, self.text_fields, where)
         raw = cluener_entities(row, where) if fmt == "cluener" else listed_entities(row, where)
         entities = []
         for entity_type, string, start, end in raw:
-            if entity_type in self.ignored:
+            if not self._wanted_type(entity_type, where):
                 continue
-            if entity_type not in self.types:
-                raise InvalidInput(
-                    f"entity type {entity_type!r} is not in the spec's entities; add it there or to data.ignore_types",
-                    where=where,
-                )
             if not (0 <= start < end <= len(text)):
                 raise InvalidInput(f"span [{start}, {end}) of {string!r} is outside the text ({len(text)} characters)",
                                    where=where)  # fmt: skip
@@ -114,6 +115,54 @@ class ExtractionTask(Task):
                 raise InvalidInput(f"span [{start}, {end}) reads {text[start:end]!r}, not {string!r}", where=where)
             entities.append(Entity(start, end, entity_type, string))
         return Example(id=example_id, text=text, gold=tuple(sorted(set(entities))), record=row)
+
+    def _wanted_type(self, entity_type: str, where: str) -> bool:
+        """False for an ignored type; an unknown one is a data error."""
+        if entity_type in self.ignored:
+            return False
+        if entity_type not in self.types:
+            raise InvalidInput(
+                f"entity type {entity_type!r} is not in the spec's entities; add it there or to data.ignore_types",
+                where=where,
+            )
+        return True
+
+    def _conll(self, row: dict[str, Any], where: str, example_id: str) -> Example:
+        """A CoNLL sentence (runner/data/dataset.py's conll_sentences): its text is the tokens joined
+        (bio.join_tokens) and its entities are the tag column's, each error naming its own line."""
+        path = where.rsplit(":", 1)[0]
+        lines, columns = row["lines"], row["columns"]
+        column = self.conll["tag_column"]
+        if not -len(columns[0]) <= column < len(columns[0]) or column in (0, -len(columns[0])):
+            raise InvalidInput(
+                f"data.conll.tag_column is {column}, but the file's lines hold a token and {len(columns[0]) - 1} "
+                "tag column(s) after it",
+                where=where,
+            )
+        tokens, tags = [fields[0] for fields in columns], [fields[column] for fields in columns]
+        scheme = self.conll["scheme"]
+        if scheme == "auto":  # the schemes every sentence of this file so far fits; a file keeps to one
+            earlier, first = self.conll_schemes.get(path, ({"BIO", "BIOES", "BMES"}, where))
+            fitting = earlier & bio.schemes_fitting(tags)
+            if not fitting:
+                before = f", while the sentences from {first} are {' or '.join(sorted(earlier))}" if earlier != {
+                    "BIO", "BIOES", "BMES"} else ""  # fmt: skip
+                raise InvalidInput(
+                    f"the tags {' '.join(sorted(set(tags)))} fit no one scheme (BIO, BIOES, BMES){before}; fix them "
+                    "or name the scheme in data.conll.scheme",
+                    where=where,
+                )
+            self.conll_schemes[path] = (fitting, first)
+            scheme = min(fitting)  # where several fit, each reads these tags the same
+        spans = bio.decode(tags, scheme, self.conll["lenient"], lambda index: f"{path}:{lines[index]}")
+        text, offsets = bio.join_tokens(tokens)
+        entities = []
+        for entity_type, first, last in spans:
+            if self._wanted_type(entity_type, f"{path}:{lines[first]}"):
+                start, end = offsets[first][0], offsets[last - 1][1]
+                entities.append(Entity(start, end, entity_type, text[start:end]))
+        record = {"text": text, "tokens": tokens}
+        return Example(id=example_id, text=text, gold=tuple(sorted(set(entities))), record=record)
 
     def _legacy(self, row: dict[str, Any], where: str, example_id: str) -> Example:
         for field in ("prompt", "completion"):
@@ -206,6 +255,23 @@ class ExtractionTask(Task):
 
     def gold_field(self, example: Example) -> list[list[Any]]:
         return [[e.type, e.start, e.end, e.text] for e in example.gold]
+
+    def prediction_files(self, examples: list[Example], rows: dict[str, list[Any]]) -> dict[str, str]:
+        """predictions.<row>.conll per row when the eval examples were read from CoNLL: token, gold tag,
+        predicted tag, both IOB2, so seqeval and conlleval read them as they read the data."""
+        if not examples or not all("tokens" in example.record for example in examples):
+            return {}
+        offsets = [bio.join_tokens(example.record["tokens"])[1] for example in examples]
+        gold = [bio.bio_tags(self.gold_field(e), found) for e, found in zip(examples, offsets, strict=True)]
+        return {
+            f"predictions.{row}.conll": bio.conll_text(
+                [
+                    (example.record["tokens"], gold_tags, bio.bio_tags(prediction["spans"], found))
+                    for example, gold_tags, found, prediction in zip(examples, gold, offsets, predicted, strict=True)
+                ]
+            )
+            for row, predicted in rows.items()
+        }
 
     def score(self, examples: list[Example], predicted: list[Any]) -> dict[str, Any]:
         gold = [self.gold_field(e) for e in examples]
