@@ -297,7 +297,6 @@ def test_a_run_writes_predictions_conll_per_row(tmp_path, gazetteer):  # noqa: F
 
 def test_init_detects_conll_in_a_txt_file_and_the_spec_validates(tmp_path, capsys):
     data = tmp_path / "weibo.txt"
-    data.write_text(BIO_CHARS.replace("B-name\n三 I-name", "B-name\n三 E-name").replace("I-", "I-"), encoding="utf-8")
     data.write_text("张\tB-PER\n三\tE-PER\n在\tO\n京\tS-LOC\n\n李\tB-PER\n四\tE-PER\n", encoding="utf-8")
     assert main(["init", str(data), "--out", str(tmp_path)]) == 0
     assert "2 entity types: PER (2), LOC (1)" in capsys.readouterr().err
@@ -314,3 +313,13 @@ def test_init_writes_lenient_for_iob1_data(tmp_path, capsys):
     assert main(["init", str(data), "--out", str(tmp_path)]) == 0
     spec = yaml.safe_load((tmp_path / "eng.yaml").read_text(encoding="utf-8"))
     assert spec["data"]["conll"] == {"tag_column": -1, "scheme": "BIO", "lenient": True}
+
+
+@pytest.mark.xfail(strict=True, reason="needs init's detect_container to take a .conll suffix as conll (lead's edit)")
+def test_init_reads_a_conll_suffix_as_conll(tmp_path, capsys):
+    data = tmp_path / "resume.conll"
+    data.write_text("张 B-NAME\n三 M-NAME\n丰 E-NAME\n在 O\n京 S-LOC\n\n李 B-NAME\n四 E-NAME\n", encoding="utf-8")
+    assert main(["init", str(data), "--out", str(tmp_path)]) == 0
+    spec = yaml.safe_load((tmp_path / "resume.yaml").read_text(encoding="utf-8"))
+    assert spec["data"]["format"] == "conll" and spec["data"]["conll"]["scheme"] == "BMES"
+    assert main(["validate", str(tmp_path / "resume.yaml")]) == 0
