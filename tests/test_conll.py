@@ -323,3 +323,73 @@ def test_init_reads_a_conll_suffix_as_conll(tmp_path, capsys):
     spec = yaml.safe_load((tmp_path / "resume.yaml").read_text(encoding="utf-8"))
     assert spec["data"]["format"] == "conll" and spec["data"]["conll"]["scheme"] == "BMES"
     assert main(["validate", str(tmp_path / "resume.yaml")]) == 0
+
+
+# The llm_crf row and the side-by-side table
+
+
+def test_merge_rules_and_the_choice_on_validation():
+    from runner.tasks.extraction import combine
+
+    llm = [{"spans": [["name", 0, 2], ["address", 4, 6]]}]
+    crf = [{"spans": [["name", 0, 2], ["company", 7, 9]]}]
+    assert combine.merge("union", llm[0], crf[0], set())["spans"] == [["name", 0, 2], ["address", 4, 6],
+                                                                      ["company", 7, 9]]  # fmt: skip
+    assert combine.merge("intersection", llm[0], crf[0], set())["spans"] == [["name", 0, 2]]
+    merged = combine.merge("per_type", llm[0], crf[0], {"company", "address"})["spans"]
+    assert merged == [["name", 0, 2], ["company", 7, 9]]  # address from the CRF, which has none
+    task = ExtractionTask({"entities": NAMES, "data": {"text_fields": ["text"]}, "evaluation": {},
+                           "provider": {"name": "local"}})  # fmt: skip
+    gold = [Entity(0, 2, "name", "张三"), Entity(4, 6, "address", "北京"), Entity(7, 9, "company", "腾讯")]
+    example = bio_example("张三去了北京在腾讯", gold)
+    rule, from_crf, f1 = combine.choose(llm, crf, lambda p: task.score([example], p), list(NAMES))
+    assert (rule, from_crf) == ("union", {"company"}) and f1["union"] == 1.0 == f1["per_type"]  # tie: union first
+    rule, _, _ = combine.choose(llm, llm, lambda p: task.score([example], p), list(NAMES))
+    assert rule == "llm"  # nothing beats the LLM alone: no merged row
+
+
+def bio_example(text: str, gold: list[Entity]):
+    from runner.tasks import Example
+
+    return Example(id="L1", text=text, gold=tuple(sorted(gold)), record={"text": text})
+
+
+def test_llm_crf_needs_a_validation_split(tmp_path):
+    with pytest.raises(InvalidInput, match="llm_crf chooses how to merge") as caught:
+        load_spec(write_project(tmp_path, BIO_CHARS, overrides={"evaluation.llm_crf": True}))
+    assert "evaluation.llm_crf" in str(caught.value)
+
+
+def sentence(text: str, names: dict[str, str]) -> str:
+    """A BIO sentence of single characters; names: entity string -> type (each found once)."""
+    tags = ["O"] * len(text)
+    for string, entity_type in names.items():
+        start = text.index(string)
+        tags[start : start + len(string)] = [f"B-{entity_type}"] + [f"I-{entity_type}"] * (len(string) - 1)
+    return "".join(f"{c} {t}\n" for c, t in zip(text, tags, strict=True)) + "\n"
+
+
+def test_a_run_with_llm_crf_merges_what_each_source_finds(tmp_path, gazetteer):  # noqa: F811
+    # The gazetteer knows 王五 but not 赵六; the CRF learns 赵六 from the train lines and not 王五.
+    data = (
+        sentence("赵六在北京", {"赵六": "name", "北京": "address"}) * 2
+        + (sentence("赵六和王五", {"赵六": "name", "王五": "name"}) * 3)
+        + sentence("赵六和王五去北京", {"赵六": "name", "王五": "name", "北京": "address"}) * 2
+    )
+    spec = write_project(
+        tmp_path, data, overrides={"evaluation.llm_crf": True, "splits.validation": {"take": "first", "n": 3}}
+    )
+    out = tmp_path / "runs"
+    assert main(["run", str(spec), "--out", str(out)]) == 0
+    (folder,) = list((out / "ner").iterdir())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    chosen = json.loads((folder / "manifest.json").read_text())["choices"]["llm_crf"]
+    assert chosen["mode"] == "zero_shot" and chosen["rule"] == "union"
+    f1 = chosen["validation_f1"]
+    assert f1["union"] > max(f1["llm"], f1["crf"])
+    assert metrics["llm_crf"]["n"] == 2  # on eval it is scored like any row (there, with 2 train lines, no better)
+    task = ExtractionTask(load_spec(spec).doc)
+    table = "\n".join(task.comparison_section(metrics, "zero_shot"))
+    assert "## Per type, side by side (zero_shot, baseline, llm_crf)" in table
+    assert "| name | 人名 | 4 | 0.67 | 2/0/0/0 |" in table, table  # 王五 found twice; 赵六 twice missed
+    assert "zero_shot + char CRF · union" in (folder / "report.md").read_text(encoding="utf-8")

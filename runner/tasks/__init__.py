@@ -218,6 +218,10 @@ class Task(ABC):
     def report_section(self, metrics: dict[str, Any], row: str) -> list[str]:
         """Markdown lines about the primary row: per class or per type, errors with examples."""
 
+    def comparison_section(self, metrics: dict[str, dict[str, Any]], primary: str) -> list[str]:
+        """Markdown lines setting rows side by side (metrics: every row's), after `report_section`; none by default."""
+        return []
+
     # summary.json's `breakdown` and report.html's table and figure of it (None: the task has none)
     breakdown_key: ClassVar[str | None] = None  # the metrics.json key of per-item precision/recall/F1/support
     breakdown_title: ClassVar[str] = "Per item"  # the page's heading

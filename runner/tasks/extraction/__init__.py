@@ -16,9 +16,9 @@ import numpy as np
 
 from runner.core.errors import InvalidInput
 from runner.providers.registry import capability
-from runner.tasks import Decoded, Example, Task, Where, pct_ci
+from runner.tasks import Decoded, Embed, Example, Scored, Task, Where, pct_ci
 from runner.tasks.common import Guess, MistakeSet, Scaffold, join_text
-from runner.tasks.extraction import bio
+from runner.tasks.extraction import bio, combine
 from runner.tasks.extraction import report as page
 from runner.tasks.extraction.answer import AnswerGuide, Entity, locate, parse, render
 from runner.tasks.extraction.baseline import crf_predictions
@@ -84,6 +84,9 @@ class ExtractionTask(Task):
             raise InvalidInput("calibration applies to label scores; extraction has none",
                                where=where("evaluation", "calibration"))  # fmt: skip
         cls.check_foreign_rows(doc, where)
+        if evaluation.get("llm_crf") and "validation" not in doc["splits"]:
+            raise InvalidInput("llm_crf chooses how to merge the LLM's and the CRF's entities on splits.validation; "
+                               "add one", where=where("evaluation", "llm_crf"))  # fmt: skip
         for key_path, fmt in [(("data",), doc["data"].get("format"))] + [
             (("splits", name), split.get("format")) for name, split in doc["splits"].items()
         ]:
@@ -203,6 +206,8 @@ class ExtractionTask(Task):
     breakdown_chart = "entity type"
 
     def row_description(self, row: str, manifest: dict[str, Any]) -> str | None:
+        if row == "llm_crf" and (chosen := (manifest.get("choices") or {}).get("llm_crf")):
+            return f"{chosen['mode']} + char CRF · {chosen['rule'].replace('_', ' ')} (chosen on validation)"
         return page.row_description(row, manifest)
 
     @classmethod
@@ -239,6 +244,40 @@ class ExtractionTask(Task):
             predictions.append(self.read_answer(answer, example.text))
             fields.append({f"{mode}_answer": answer})
         return Decoded(rows={mode: predictions}, fields=fields)
+
+    def wants_validation_outputs(self) -> bool:
+        return bool(self.doc["evaluation"].get("llm_crf"))
+
+    def combined_rows(
+        self,
+        train: list[Example],
+        validation: list[Example],
+        evaluation: list[Example],
+        scored: dict[str, Scored],
+        embedder: Callable[[str, int], Embed],
+    ) -> tuple[dict[str, list[Any]], dict[str, Any]]:
+        """`llm_crf`: the mode best on validation merged with a CRF trained on the train split, by the rule
+        best on validation (combine.py); no row when a single source is best there."""
+        answered = {mode: found for mode, found in scored.items() if found.validation}
+        if not self.doc["evaluation"].get("llm_crf") or not answered or not validation:
+            return {}, {}
+
+        def answers(examples: list[Example], outputs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+            return [self.read_answer(outputs[e.id]["text"], e.text) for e in examples]
+
+        def score(predicted: list[dict[str, Any]]) -> dict[str, Any]:
+            return self.score(validation, predicted)
+
+        on_validation = {mode: answers(validation, found.validation or {}) for mode, found in answered.items()}
+        mode = max(on_validation, key=lambda m: score(on_validation[m])["entity_f1"])
+        crf = crf_predictions(train, [*validation, *evaluation])
+        rule, from_crf, f1 = combine.choose(on_validation[mode], crf[: len(validation)], score, list(self.types))
+        choices = {"llm_crf": {"mode": mode, "rule": rule, "crf_types": sorted(from_crf), "validation_f1": f1}}
+        if rule in ("llm", "crf"):
+            return {}, choices
+        llm_eval = answers(evaluation, scored[mode].eval)
+        merged = [combine.merge(rule, a, b, from_crf) for a, b in zip(llm_eval, crf[len(validation) :], strict=True)]
+        return {"llm_crf": merged}, choices
 
     def read_answer(self, answer: str, text: str) -> dict[str, Any]:
         parsed = parse(answer, self.names)
@@ -296,6 +335,32 @@ class ExtractionTask(Task):
             ("invalid", lambda m: str(m["invalid"])),
             ("halluc.", lambda m: str(m["hallucinated"])),
         ]
+
+    def comparison_section(self, metrics: dict[str, dict[str, Any]], primary: str) -> list[str]:
+        """Per type, the LLM's row, the CRF's and the merged one side by side: F1 and the error classes
+        (missed / spurious / wrong type / wrong boundary), so where each source wins is one table."""
+        rows = [row for row in (primary, "baseline", "llm_crf") if row in metrics]
+        if len(rows) < 2:
+            return []
+        header = " | ".join(f"{row} F1 | {row} m/s/t/b" for row in rows)
+        lines = [
+            f"## Per type, side by side ({', '.join(rows)})",
+            "",
+            "Errors as missed / spurious / wrong type / wrong boundary.",
+            "",
+            f"| type | name | support | {header} |",
+            "|---|---|---:|" + "---:|---|" * len(rows),
+        ]
+        for entity_type in self.types:
+            cells = []
+            for row in rows:
+                found = metrics[row]["per_type"][entity_type]
+                errors = found["errors"]
+                kinds = ("missed", "spurious", "wrong_type", "wrong_boundary")
+                cells.append(f"{found['f1']:.2f} | " + "/".join(str(errors.get(kind, 0)) for kind in kinds))
+            support = metrics[rows[0]]["per_type"][entity_type]["support"]
+            lines.append(f"| {entity_type} | {self.names[entity_type]} | {support} | {' | '.join(cells)} |")
+        return [*lines, ""]
 
     def report_section(self, metrics: dict[str, Any], row: str) -> list[str]:
         lines = [
