@@ -95,6 +95,9 @@ class ExtractionTask(Task):
                     f"extraction reads JSON lines ({', '.join(ROW_FORMATS)}, detected from the rows) or a JSON array",
                     where=where(*key_path, "format"),
                 )
+            if fmt == "conll" and doc["data"]["text_fields"] != ["text"]:
+                raise InvalidInput("a CoNLL sentence's text is its tokens joined; it has no fields to choose",
+                                   where=where("data", "text_fields"))  # fmt: skip
 
     # Data
     def read_example(self, row: Any, fmt: str, where: str, example_id: str) -> Example | None:
