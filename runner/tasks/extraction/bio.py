@@ -13,6 +13,7 @@ Out: each evaluated row's predictions as conlleval's layout, token, gold tag, pr
 
 from __future__ import annotations
 
+import bisect
 import re
 import unicodedata
 from collections import Counter
@@ -141,8 +142,9 @@ def bio_tags(spans: list[list[Any]] | list[tuple[Any, ...]], offsets: list[tuple
     already tagged is left out (predictions.jsonl keeps every span; the metrics count them all).
     """
     tags = ["O"] * len(offsets)
+    starts, ends = [a for a, _ in offsets], [b for _, b in offsets]
     for entity_type, start, end in sorted(((s[0], s[1], s[2]) for s in spans), key=lambda s: (s[1], -s[2], s[0])):
-        covered = [i for i, (a, b) in enumerate(offsets) if a < end and start < b]
+        covered = range(bisect.bisect_right(ends, start), bisect.bisect_left(starts, end))  # tokens overlapping it
         if covered and all(tags[i] == "O" for i in covered):
             tags[covered[0]] = f"B-{entity_type}"
             for i in covered[1:]:
