@@ -417,3 +417,12 @@ def test_text_fields_are_refused_with_conll(tmp_path):
     with pytest.raises(InvalidInput, match="its tokens joined") as caught:
         load_spec(write_project(tmp_path, BIO_CHARS, overrides={"data.text_fields": ["sentence"]}))
     assert "data.text_fields" in str(caught.value)
+
+
+def test_rows_not_read_from_conll_write_no_conll_file():
+    task = ExtractionTask({"entities": NAMES, "data": {"text_fields": ["text"]}, "evaluation": {},
+                           "provider": {"name": "local"}})  # fmt: skip
+    from runner.tasks import Example
+
+    json_row = Example(id="L1", text="张三", gold=(), record={"text": "张三", "tokens": ["张三", "x"]})
+    assert task.prediction_files([json_row], {"zero_shot": [{"spans": []}]}) == {}

@@ -301,9 +301,10 @@ class ExtractionTask(Task):
     def prediction_files(self, examples: list[Example], rows: dict[str, list[Any]]) -> dict[str, str]:
         """predictions.<row>.conll per row when the eval examples were read from CoNLL: token, gold tag,
         predicted tag, both IOB2, so seqeval and conlleval read them as they read the data."""
-        if not examples or not all("tokens" in example.record for example in examples):
+        joined = [bio.tokens_of(example.record, example.text) for example in examples]
+        if not examples or any(found is None for found in joined):
             return {}
-        offsets = [bio.join_tokens(example.record["tokens"])[1] for example in examples]
+        offsets = [found for found in joined if found is not None]
         gold = [bio.bio_tags(self.gold_field(e), found) for e, found in zip(examples, offsets, strict=True)]
         return {
             f"predictions.{row}.conll": bio.conll_text(

@@ -135,6 +135,16 @@ def join_tokens(tokens: list[str]) -> tuple[str, list[tuple[int, int]]]:
     return "".join(parts), offsets
 
 
+def tokens_of(record: dict[str, Any], text: str) -> list[tuple[int, int]] | None:
+    """The token offsets of an example read from CoNLL (its record's tokens join into its text); None
+    for any other row, even one with a `tokens` field of its own."""
+    tokens = record.get("tokens")
+    if not (isinstance(tokens, list) and tokens and all(isinstance(token, str) for token in tokens)):
+        return None
+    joined, offsets = join_tokens(tokens)
+    return offsets if joined == text else None
+
+
 def bio_tags(spans: list[list[Any]] | list[tuple[Any, ...]], offsets: list[tuple[int, int]]) -> list[str]:
     """IOB2 tags for character spans [type, start, end]: each span covers the tokens it overlaps.
 
