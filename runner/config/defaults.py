@@ -18,7 +18,13 @@ from runner.providers.registry import provider_class
 from runner.tasks import task_class
 
 SCHEMA_PATH = RESOURCES / "spec.schema.json"  # schemas/spec.schema.json in the checkout
-FORMAT_BY_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}
+FORMAT_BY_SUFFIX = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    **dict.fromkeys((".conll", ".bio", ".bmes", ".bioes", ".iob", ".iob2"), "conll"),  # CoNLL/BIO tagged tokens
+}
 
 
 def apply_defaults(doc: dict[str, Any], schema: dict[str, Any]) -> None:

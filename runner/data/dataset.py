@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from runner.config.defaults import FORMAT_BY_SUFFIX
 from runner.core.errors import InvalidInput
 from runner.core.jsonl import parse_json, read_jsonl, read_text
+from runner.data.conll import conll_sentences
 from runner.tasks import Example, Task, make_task
 
 if TYPE_CHECKING:
@@ -54,6 +55,8 @@ def read_rows(path: Path, fmt: str) -> list[tuple[int, Any]]:
     if fmt == "jsonl":
         return list(read_jsonl(path))
     text = read_text(path, "data file")
+    if fmt == "conll":
+        return conll_sentences(text, path)
     if fmt in ("csv", "tsv"):
         # TSV as exported by spreadsheets and datasets: tab-separated, no quoting (a leading " is text)
         dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
@@ -99,7 +102,7 @@ def _array_item_lines(text: str) -> list[int]:
 def load_examples(task: Task, path: str | Path, fmt: str, id_prefix: str = "") -> tuple[list[Example], int]:
     """All usable examples of one file in file order, and how many rows the spec excludes."""
     path = Path(path)
-    container = fmt if fmt in ("json", "csv", "tsv") else "jsonl"
+    container = fmt if fmt in ("json", "csv", "tsv", "conll") else "jsonl"
     examples, n_excluded = [], 0
     for line, row in read_rows(path, container):
         example = task.read_example(row, fmt, f"{path}:{line}", f"{id_prefix}L{line}")

@@ -190,6 +190,11 @@ class Task(ABC):
         """The gold answer as predictions.jsonl records it."""
         return example.gold
 
+    def prediction_files(self, examples: list[Example], rows: dict[str, list[Any]]) -> dict[str, str]:
+        """Files written beside predictions.jsonl (name -> text), each row's predictions in the layout the
+        data's own tools read (extraction: conlleval's, for data read from CoNLL); none by default."""
+        return {}
+
     # Uncertainty (runner/core/stats.py resamples examples; lm-evaluation-harness's per-example results + aggregation)
     def example_stats(self, examples: list[Example], predicted: list[Any]) -> np.ndarray | None:
         """One row of counts per example, shape (n, k), whose column sums `aggregate` turns into every metric.
@@ -212,6 +217,10 @@ class Task(ABC):
     @abstractmethod
     def report_section(self, metrics: dict[str, Any], row: str) -> list[str]:
         """Markdown lines about the primary row: per class or per type, errors with examples."""
+
+    def comparison_section(self, metrics: dict[str, dict[str, Any]], primary: str) -> list[str]:
+        """Markdown lines setting rows side by side (metrics: every row's), after `report_section`; none by default."""
+        return []
 
     # summary.json's `breakdown` and report.html's table and figure of it (None: the task has none)
     breakdown_key: ClassVar[str | None] = None  # the metrics.json key of per-item precision/recall/F1/support

@@ -6,7 +6,10 @@ from collections import Counter
 from pathlib import Path
 
 from runner.core.errors import InvalidInput
+from runner.core.jsonl import read_text
+from runner.data.conll import conll_sentences
 from runner.tasks.common import Guess, Scaffold, mostly_chinese, yaml_key, yaml_scalar
+from runner.tasks.extraction.bio import looks_like_conll, survey
 from runner.tasks.extraction.rows import cluener_entities, detect_format, listed_entities
 
 TEMPLATES = {
@@ -30,7 +33,10 @@ TEMPLATES = {
 def guess(
     path: Path, rows: list[dict], container: str, task: str, text_field: str | None, claimed: bool
 ) -> Guess | None:
-    """Rows with entities are extraction; without any, None (or exit 2 when the user asked for extraction)."""
+    """Rows with entities are extraction; without any, None (or exit 2 when the user asked for extraction).
+    CoNLL/BIO files are read as such whatever container init took them for (a .txt reads as CSV)."""
+    if container == "conll" or (container in ("csv", "tsv") and looks_like_conll(path)):
+        return _conll_guess(path, task)
     fmt = _entity_format(rows, path) if container not in ("csv", "tsv") else None
     if fmt is None:
         if claimed:
@@ -54,6 +60,15 @@ def guess(
     return Guess(path, fmt, task, len(rows), text_field, counts, "entity types", mostly_chinese(texts))
 
 
+def _conll_guess(path: Path, task: str) -> Guess:
+    found = survey(path, conll_sentences(read_text(path, "data file"), path))
+    if not found.counts:
+        raise InvalidInput("no entities in any sentence: nothing to extract", where=str(path))
+    fields = {"scheme": found.scheme, "lenient": "true" if found.lenient else "false"}
+    return Guess(path, "conll", task, found.n_sentences, "text", found.counts, "entity types",
+                 mostly_chinese(found.texts), fields)  # fmt: skip
+
+
 def _entity_format(rows: list[dict], path: Path) -> str | None:
     """cluener or entities when some row carries entities (a CLUENER row without any may omit its label)."""
     for row in rows:
@@ -70,8 +85,13 @@ def scaffold(found: Guess) -> Scaffold:
         "entities:",
         *(f"  {yaml_key(t)}: {yaml_scalar(t)}   # {count}" for t, count in found.counts.most_common()),
     ]
+    conll = found.fmt == "conll" and [
+        "  # conll: the tag column (-1: the last), the scheme (auto reads it from the tags) and lenient",
+        "  # (true: an I- with no B- starts an entity, as conlleval reads it; false: it is an error).",
+        f"  conll: {{tag_column: -1, scheme: {found.fields['scheme']}, lenient: {found.fields['lenient']}}}",
+    ]
     return Scaffold(
-        data_lines=[],
+        data_lines=conll or [],
         section=section,
         variables="entity_types, answer_format",
         template_variables="entity_types ({name, description}), answer_format",
