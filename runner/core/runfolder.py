@@ -35,7 +35,7 @@ import yaml
 from runner import PROJECT_ROOT, __version__
 from runner.core.errors import InvalidInput, RuntimeFailure
 from runner.core.files import write_atomic
-from runner.core.jsonl import read_jsonl, repair_tail
+from runner.core.jsonl import dumps, read_jsonl, repair_tail
 
 try:
     import fcntl
@@ -166,7 +166,7 @@ class RunFolder:
 
     def write_json(self, name: str, value: Any) -> Path:
         """Written to a temporary file and renamed, so a crash never leaves half a file."""
-        return self.write_text(name, json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+        return self.write_text(name, dumps(value, indent=2) + "\n")
 
     def write_text(self, name: str, text: str) -> Path:
         target = self.file(name)
@@ -177,7 +177,7 @@ class RunFolder:
         return target
 
     def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> Path:
-        return self.write_text(name, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        return self.write_text(name, "".join(dumps(row) + "\n" for row in rows))
 
     def append_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
         """Append rows and fsync; a torn last line left by a kill is repaired first, never glued onto.
@@ -186,7 +186,7 @@ class RunFolder:
         serialised, so one append never sees another's half-written line as torn.
         """
         path = self.file(name)
-        data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8", "surrogatepass")
+        data = "".join(dumps(row) + "\n" for row in rows).encode("utf-8")
         with self._append_lock:
             try:
                 repair_tail(path)
