@@ -41,7 +41,7 @@ class ClassificationTask(Task):
         if len(labels) < 2:
             raise InvalidInput("classification needs at least two labels", where=where("labels"))
         for label, name in labels.items():
-            if not name.strip() or any(mark in name for mark in "\r\n"):
+            if not name.strip() or name.splitlines() != [name]:  # any line break answers are split on (\x1c…)
                 raise InvalidInput(
                     f"{name!r} cannot be answered: a label's word needs visible text on one line",
                     where=where("labels", label),

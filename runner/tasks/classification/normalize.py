@@ -11,6 +11,8 @@ import unicodedata
 
 _PREFIX = re.compile(r"^(类别|分类|答案|回答|标签|主题|category|label|answer|topic)\s*[:：是为]?\s*", re.IGNORECASE)
 _EDGE = "\"'`“”‘’「」『』《》【】()（）[]<>*#.,;:!?。，、；：！？ \t"
+#: Every character str.strip() removes: answers' lines are stripped so, so label words are too.
+_WHITESPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 
 
 def fold(text: str) -> str:
@@ -22,7 +24,7 @@ def reading(text: str) -> str:
     a leading 「类别：」/"label:" and edge punctuation are set aside. Answers and label words are
     compared only in this form, so a label word such as 「C#」, 「U.S.」 or 「(其他)」 reads as its answer does."""
     visible = "".join(char for char in text if unicodedata.category(char) != "Cf")
-    return fold(_PREFIX.sub("", fold(visible).strip(_EDGE))).strip(_EDGE)
+    return fold(_PREFIX.sub("", fold(visible).strip(_EDGE + _WHITESPACE))).strip(_EDGE + _WHITESPACE)
 
 
 def first_twins(spellings: dict[str, tuple[str, ...]]) -> tuple[str, str, str] | None:

@@ -88,20 +88,24 @@ def parse(answer: str, names: dict[str, str]) -> Parsed | None:
     return Parsed(entities=entities, unknown_types=unknown)
 
 
-#: Candidate {...} spans tried per answer: each try reads to its closing brace, so an answer made of
-#: thousands of nested unreadable objects would otherwise take quadratic time.
+#: Candidate {...} spans tried per answer, and characters read looking for their closing braces in
+#: all: each try reads to its closing brace, so an answer made of thousands of nested unreadable
+#: objects would otherwise take quadratic time. Past either bound the answer counts as unreadable.
 MAX_CANDIDATES = 32
+MAX_SCANNED = 1_000_000
 
 
 def _first_object(text: str) -> Any:
     """The first {...} in text that parses as JSON (or a Python literal: single quotes), else None."""
     start = text.find("{")
+    budget = MAX_SCANNED
     for _ in range(MAX_CANDIDATES):
         if start == -1:
             break
-        end = _matching_brace(text, start)
+        end = _matching_brace(text, start, budget)
         if end is None:
             return None
+        budget -= end - start + 1
         candidate = text[start : end + 1]
         for attempt in (candidate, re.sub(r",\s*([}\]])", r"\1", candidate)):
             try:
@@ -116,9 +120,11 @@ def _first_object(text: str) -> Any:
     return None
 
 
-def _matching_brace(text: str, start: int) -> int | None:
+def _matching_brace(text: str, start: int, limit: int | None = None) -> int | None:
+    """The index of the "}" closing the "{" at start (quotes respected), None if there is none within limit chars."""
     depth, quote, escaped = 0, None, False
-    for index in range(start, len(text)):
+    stop = len(text) if limit is None else min(len(text), start + max(limit, 0))
+    for index in range(start, stop):
         char = text[index]
         if quote:
             if escaped:
