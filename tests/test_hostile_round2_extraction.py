@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from runner.cli import main
@@ -94,6 +94,8 @@ def json_ish(depth: int = 3) -> st.SearchStrategy[str]:
 
 @QUICK
 @given(answer=json_ish(), deep=st.integers(0, 2000), kind=st.sampled_from("[{"))
+@example(answer="", deep=1500, kind="[")
+@example(answer="\ud800", deep=1500, kind="{")
 def test_parse_reads_or_refuses_any_json_ish_text(answer, deep, kind):
     closing = "]" if kind == "[" else "}"
     for text in (answer, f'{{"人名": {kind * deep}{answer}{closing * deep}}}' if kind == "[" else kind * deep + answer):
