@@ -318,3 +318,18 @@ def test_label_words_are_stripped_of_every_whitespace_answers_are():
     from runner.tasks.classification.normalize import _WHITESPACE
 
     assert set(_WHITESPACE) == {chr(c) for c in range(0x110000) if chr(c).isspace()}
+
+
+def test_locating_thousands_of_strings_in_a_long_text_is_one_pass_per_length():
+    import random
+    import re
+
+    rng = random.Random(0)
+    text = "".join(rng.choice("abcdefghij") for _ in range(100_000))
+    strings = sorted({"".join(rng.choice("abcdefghij") for _ in range(4)) for _ in range(9_000)})
+    started = time.perf_counter()
+    spans, missing = locate({"name": strings}, text)
+    assert time.perf_counter() - started < 5.0  # one regex search per string took about 20 s
+    sample = strings[::500]
+    expected = {("name", m.start(), m.end()) for s in sample for m in re.finditer(re.escape(s), text)}
+    assert expected <= spans and not set(missing) & set(sample) - {s for s in sample if s not in text}

@@ -120,7 +120,7 @@ def read_matrix(path: Path, overrides: list[str] | None = None) -> Matrix | None
         if len(values) > MAX_CELLS:  # refused before any per-value work: the matrix could not run anyway
             raise InvalidInput(f"{len(values)} values; a matrix may have at most {MAX_CELLS} cells", where=where[key])
         try:  # YAML dates and !!binary are not JSON: labels, hashes and matrix.json could not carry them
-            seen = [json.dumps(v, sort_keys=True) for v in values]
+            seen = [json.dumps(v, sort_keys=True, allow_nan=False) for v in values]  # .nan/.inf are not JSON
         except (TypeError, ValueError) as error:
             raise InvalidInput(f"every value must be a JSON value ({error}); quote dates", where=where[key]) from None
         first_seen: set[str] = set()
