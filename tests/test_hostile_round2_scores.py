@@ -111,3 +111,11 @@ def test_the_writers_helper_writes_no_nan_and_no_lone_surrogate():
     assert value == {"a": None, "b": [None, None, 1.5], "c": "x\ud800y"}
     text.encode("utf-8")
     assert main is not None
+
+
+def test_a_top_logprobs_token_holding_half_a_character_is_no_label_and_no_crash():
+    from runner.providers.api.scoring import label_scores
+
+    top = [["\ud800", -0.1, None], ["科", -1.0, None]]
+    scores = label_scores(top, ["科技", "体育"], ["科".encode(), "体".encode()], True)
+    assert scores[0] == -1.0 and scores[1] < -1.0

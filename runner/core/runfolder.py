@@ -117,8 +117,10 @@ class RunFolder:
                 status = recorded.get("status")
                 if status == "succeeded":
                     break  # the newest run with this identity finished: a rerun is a new run
-                mine = folder.resolve() in _HELD  # this process runs in it (tests, notebooks): alive
-                dead = _found_dead(folder, recorded, say) if status == "running" and not mine else None
+                # Dead: "running", yet nobody holds the lock; unless this process runs in it (tests,
+                # notebooks), or there are no locks to tell (Windows: resumed as before, never judged).
+                judged = status == "running" and fcntl is not None and folder.resolve() not in _HELD
+                dead = _found_dead(folder, recorded, say) if judged else None
                 if dead is not None and not dead.resumed:
                     fresh = cls._new(parent, identity)
                     fresh.dead = dead

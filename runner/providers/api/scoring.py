@@ -472,7 +472,7 @@ def label_scores(top: list[list[Any]], labels: Sequence[str], keys: Sequence[byt
     scores = []
     for label, key in zip(labels, keys, strict=True):
         if exact:
-            found = [float(lp) for token, lp, raw in top if (bytes(raw) if raw else token.encode()) == key]
+            found = [float(lp) for token, lp, raw in top if (bytes(raw) if raw else _utf8(token)) == key]
             scores.append(found[0] if found else floor)
             continue
         target = _clean(label)
@@ -483,6 +483,11 @@ def label_scores(top: list[list[Any]], labels: Sequence[str], keys: Sequence[byt
         ]
         scores.append(_logsumexp(found) if found else floor)
     return scores
+
+
+def _utf8(token: str) -> bytes:
+    """A token's bytes; a lone surrogate (half a character a server split) cannot be a label's first token."""
+    return token.encode("utf-8", "surrogatepass")
 
 
 def _finite_number(value: Any) -> bool:
