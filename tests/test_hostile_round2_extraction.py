@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -49,16 +48,6 @@ def _standard(value: Any) -> None:
     text = dumps(value)
     text.encode("utf-8")
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
-
-
-def task() -> ExtractionTask:
-    doc = {
-        "entities": NAMES,
-        "data": {"text_fields": ["text"]},
-        "provider": {"name": "local"},
-        "evaluation": {"constrained": True},
-    }
-    return ExtractionTask.__new__(ExtractionTask).__class__(doc) if False else _task(doc)
 
 
 def _task(doc: dict) -> ExtractionTask:
@@ -308,10 +297,6 @@ def test_a_zero_length_span_is_an_empty_span(tmp_path, capsys):
 
 def test_name_key_folds_case_width_and_invisible_characters():
     assert name_key(" ＰＥＲ\u200b ") == name_key("per") == "per"
-
-
-def test_every_output_is_for_the_answer_text_as_given(tmp_path):
-    assert isinstance(Path(tmp_path), Path)
 
 
 def test_label_words_are_stripped_of_every_whitespace_answers_are():
