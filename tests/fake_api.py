@@ -23,6 +23,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 FAULTS = ("429", "500", "503", "slow", "drop", "malformed")
+#: How a hostile server can break a score: a log-probability that is not a finite number (written
+#: literally, as some servers do: NaN, Infinity, -Infinity, -1e309 which parses as -inf), or
+#: top_logprobs bytes that are no bytes.
+NUMBER_FAULTS = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity", "-1e309": "-1e309"}
+BYTES_FAULTS = {"bytes:999": [999], "bytes:-1": [-1], "bytes:str": ["a"]}
+SCORE_FAULTS = (*NUMBER_FAULTS, *BYTES_FAULTS)
+_SCORE_MARK = "__score_fault__"
 
 TOPICS = {"科技": "芯片手机汽车智能", "金融": "行股率财", "体育": "球赛马拉松"}
 
@@ -88,6 +95,11 @@ class FakeAPI:
     chat_top_logprobs: Callable[[list[dict[str, str]], str, int], list[tuple[str, float]]] = keyword_top_logprobs
     max_prompts_per_request: int | None = None  # llama-cpp-python's server takes 1 (and answers 500 to more)
     completion_requests: list[dict[str, Any]] = field(default_factory=list)
+    # Malformed scores (issue 21): one of SCORE_FAULTS, sent in the next `score_fault_times` answers
+    # with log-probabilities (every label token's logprob, or every top_logprobs entry's bytes).
+    score_fault: str | None = None
+    score_fault_times: int = 1_000_000
+    score_faults_sent: int = 0
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -118,6 +130,13 @@ class FakeAPI:
     def next_id(self, prefix: str) -> str:
         with self._lock:
             return f"{prefix}-{next(self._ids):04d}"
+
+    def draw_score_fault(self) -> str | None:
+        with self._lock:
+            if self.score_fault and self.score_faults_sent < self.score_fault_times:
+                self.score_faults_sent += 1
+                return self.score_fault
+        return None
 
     def draw_fault(self) -> str | None:
         with self._lock:
@@ -312,6 +331,13 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
             }
             if request.get("logprobs") and not zhipu:
                 response["choices"][0]["logprobs"] = self._chat_logprobs(request)
+                if fault := api.draw_score_fault():
+                    for entry in response["choices"][0]["logprobs"]["content"][0]["top_logprobs"]:
+                        if fault in BYTES_FAULTS:
+                            entry["bytes"] = BYTES_FAULTS[fault]
+                        else:
+                            entry["logprob"] = _SCORE_MARK
+                    return self._send(200, None, raw=_with_score_fault(response, fault))
             if zhipu:
                 response["request_id"] = response["id"]
             return self._send(200, response)
@@ -369,6 +395,12 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
                 "choices": choices,
                 "usage": usage,
             }
+            if (fault := api.draw_score_fault()) in NUMBER_FAULTS:
+                for choice in choices:
+                    if choice["logprobs"]:
+                        values = choice["logprobs"]["token_logprobs"]
+                        values[:] = [None if value is None else _SCORE_MARK for value in values]
+                return self._send(200, None, raw=_with_score_fault(response, fault))
             return self._send(200, response)
 
         def _upload(self, body: bytes):
@@ -425,6 +457,11 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
             return self._error(404, f"no route {method} fine_tuning/jobs/{'/'.join(rest)}")
 
     return Handler
+
+
+def _with_score_fault(response: dict[str, Any], fault: str) -> bytes:
+    """The body with every marked log-probability written as the fault's literal (json.dumps cannot write -1e309)."""
+    return json.dumps(response, ensure_ascii=False).replace(f'"{_SCORE_MARK}"', NUMBER_FAULTS.get(fault, "0")).encode()
 
 
 def main() -> None:

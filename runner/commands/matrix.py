@@ -110,22 +110,33 @@ def read_matrix(path: Path, overrides: list[str] | None = None) -> Matrix | None
         raise InvalidInput("matrix must map dotted spec keys to lists of values, e.g. few_shot.k: [2, 4]", where=top)
     where = {str(key): f"{path}:{lines.get(('matrix', key), '?')}: matrix.{key}" for key in raw}
     keys: dict[str, list[Any]] = {}
+    below: dict[str, str] = {}  # each dotted prefix of a key seen -> the first key below it (overlaps in O(n))
     for key, values in raw.items():
         key = str(key)
         if key.split(".")[0] in RESERVED:
             raise InvalidInput(f"{key} cannot vary by cell", where=where[key])
         if not isinstance(values, list) or not values:
             raise InvalidInput("give a non-empty list of values", where=where[key])
+        if len(values) > MAX_CELLS:  # refused before any per-value work: the matrix could not run anyway
+            raise InvalidInput(f"{len(values)} values; a matrix may have at most {MAX_CELLS} cells", where=where[key])
         try:  # YAML dates and !!binary are not JSON: labels, hashes and matrix.json could not carry them
-            seen = [json.dumps(v, sort_keys=True) for v in values]
+            seen = [json.dumps(v, sort_keys=True, allow_nan=False) for v in values]  # .nan/.inf are not JSON
         except (TypeError, ValueError) as error:
             raise InvalidInput(f"every value must be a JSON value ({error}); quote dates", where=where[key]) from None
-        duplicate = next((v for v, s in zip(values, seen, strict=True) if seen.count(s) > 1), None)
-        if len(set(seen)) != len(seen):
-            raise InvalidInput(f"value {value_text(duplicate)} is listed twice", where=where[key])
-        for other in keys:
-            if _overlaps(key, other):
-                raise InvalidInput(f"overlaps matrix key {other}: one would overwrite the other", where=where[key])
+        first_seen: set[str] = set()
+        for value, text in zip(values, seen, strict=True):  # one pass: counting each value was quadratic
+            if text in first_seen:
+                raise InvalidInput(f"value {value_text(value)} is listed twice", where=where[key])
+            first_seen.add(text)
+        parts = key.split(".")
+        prefixes = [".".join(parts[:end]) for end in range(1, len(parts) + 1)]
+        other = next((prefix for prefix in prefixes if prefix in keys), None)  # an earlier key above or equal
+        if other is None and key in below:  # an earlier key below this one
+            other = below[key]
+        if other is not None:
+            raise InvalidInput(f"overlaps matrix key {other}: one would overwrite the other", where=where[key])
+        for prefix in prefixes[:-1]:
+            below.setdefault(prefix, key)
         keys[key] = values
     for override in overrides or []:
         set_key = override.partition("=")[0].strip()

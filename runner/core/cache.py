@@ -28,6 +28,7 @@ from typing import Any
 
 from runner import cache_root
 from runner.core.errors import RuntimeFailure
+from runner.core.jsonl import dumps
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's lock before the cache gives up
 FAILURES = (sqlite3.Error, OSError, MemoryError)
@@ -38,7 +39,7 @@ def default_path() -> Path:
 
 
 def cache_key(request: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(dumps(request, sort_keys=True).encode()).hexdigest()
 
 
 def _reason(error: BaseException) -> str:
@@ -130,7 +131,7 @@ class ResponseCache:
     def put(self, request: dict[str, Any], response: dict[str, Any]) -> None:
         if self.disabled:
             return
-        row = (cache_key(request), json.dumps(request, ensure_ascii=False), json.dumps(response, ensure_ascii=False))
+        row = (cache_key(request), dumps(request), dumps(response))
         with self._cond:
             if self.disabled:
                 return

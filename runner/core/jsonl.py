@@ -9,6 +9,7 @@ parser, integers too long to convert) becomes one `InvalidInput` naming file:lin
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +101,36 @@ def lone_surrogate(text: str, value: Any) -> int | None:
     except UnicodeEncodeError:
         return escape.start()
     return None
+
+
+def dumps(value: Any, *, indent: int | None = None, sort_keys: bool = False) -> str:
+    """JSON that every reader accepts, for every file specrun writes (json.dumps alone is not that).
+
+    json.dumps writes NaN and Infinity (not JSON) and, with ensure_ascii=False, lone surrogates
+    that no UTF-8 file can hold. A non-finite number becomes null (what it measures is unknown);
+    a value holding a lone surrogate is written with \\u escapes, so nothing is lost or garbled.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent, sort_keys=sort_keys)
+    except ValueError:  # a NaN or an Infinity somewhere (a circular value raises the same: let it)
+        value = _finite(value)
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent, sort_keys=sort_keys)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value, ensure_ascii=True, allow_nan=False, indent=indent, sort_keys=sort_keys)
+    return text
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None, containers rebuilt, the rest as is."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def split_lines(text: str) -> list[str]:

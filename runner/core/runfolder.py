@@ -25,6 +25,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -35,7 +36,7 @@ import yaml
 from runner import PROJECT_ROOT, __version__
 from runner.core.errors import InvalidInput, RuntimeFailure
 from runner.core.files import write_atomic
-from runner.core.jsonl import read_jsonl, repair_tail
+from runner.core.jsonl import dumps, read_jsonl, repair_tail
 
 try:
     import fcntl
@@ -46,6 +47,23 @@ PACKAGES = ("torch", "transformers", "scikit-learn", "tiktoken", "jinja2", "json
 
 LOCK_NAME = ".lock"  # flocked while a process runs in the folder; holds that process's pid
 RESUMABLE = ("running", "interrupted")  # "running": the process was killed before it could say more
+DEATHS_NAME = ".deaths"  # one JSON line per time the folder was found "running" with nobody holding it
+#: A folder found dead this many times (a native crash repeats on every resume) is resumed no more.
+MAX_DEATHS = 2
+
+
+@dataclass
+class DeadRun:
+    """A run whose process died without a word (SIGKILL, the OOM killer, a segfault in native code):
+    its manifest still says "running" and nobody holds its lock. Found when the spec is run again,
+    so that run can write the dead one's report.html/summary.json/junit.xml (`manifest` says why)."""
+
+    folder: Path
+    pid: int | None  # the dead process, from its lock file
+    deaths: int  # times this folder has been found so, this one included
+    resumed: bool  # False: it died MAX_DEATHS times and is left as failed; a new folder starts
+    manifest: dict[str, Any]  # as recorded, with status and error saying what happened
+
 
 #: Folders this process holds, so opening the same folder again in-process (tests, notebooks) reuses the lock.
 _HELD: dict[Path, int] = {}
@@ -56,6 +74,8 @@ def _say(message: str) -> None:
 
 
 class RunFolder:
+    dead: DeadRun | None = None  # set by open(): the run of this spec found dead (its outputs are to be written)
+
     def __init__(self, path: Path):
         self.path = path
         self._append_lock = threading.Lock()
@@ -97,9 +117,18 @@ class RunFolder:
                 status = recorded.get("status")
                 if status == "succeeded":
                     break  # the newest run with this identity finished: a rerun is a new run
+                # Dead: "running", yet nobody holds the lock; unless this process runs in it (tests,
+                # notebooks), or there are no locks to tell (Windows: resumed as before, never judged).
+                judged = status == "running" and fcntl is not None and folder.resolve() not in _HELD
+                dead = _found_dead(folder, recorded, say) if judged else None
+                if dead is not None and not dead.resumed:
+                    fresh = cls._new(parent, identity)
+                    fresh.dead = dead
+                    return fresh, False
                 if status in RESUMABLE:
                     run = cls(folder)
                     run._lock(identity)
+                    run.dead = dead
                     return run, True
                 say(
                     f"note: the last run of this spec, {folder}, {status or 'ended'}"
@@ -107,14 +136,19 @@ class RunFolder:
                     "and a new run folder starts (answers already bought come from the response cache)"
                 )
                 break
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            path, suffix = parent / stamp, 1
-            while path.exists():
-                suffix += 1
-                path = parent / f"{stamp}-{suffix}"
-            run = cls(path)
-            run._lock(identity)
-            return run, False
+            return cls._new(parent, identity), False
+
+    @classmethod
+    def _new(cls, parent: Path, identity: dict[str, Any]) -> RunFolder:
+        """A new, locked folder under parent named by the time (the caller holds parent's lock)."""
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path, suffix = parent / stamp, 1
+        while path.exists():
+            suffix += 1
+            path = parent / f"{stamp}-{suffix}"
+        run = cls(path)
+        run._lock(identity)
+        return run
 
     def _lock(self, identity: dict[str, Any] | None = None) -> None:
         """Hold this folder's lock for as long as this object lives (or until close())."""
@@ -166,7 +200,7 @@ class RunFolder:
 
     def write_json(self, name: str, value: Any) -> Path:
         """Written to a temporary file and renamed, so a crash never leaves half a file."""
-        return self.write_text(name, json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+        return self.write_text(name, dumps(value, indent=2) + "\n")
 
     def write_text(self, name: str, text: str) -> Path:
         target = self.file(name)
@@ -177,7 +211,7 @@ class RunFolder:
         return target
 
     def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> Path:
-        return self.write_text(name, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        return self.write_text(name, "".join(dumps(row) + "\n" for row in rows))
 
     def append_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
         """Append rows and fsync; a torn last line left by a kill is repaired first, never glued onto.
@@ -186,7 +220,7 @@ class RunFolder:
         serialised, so one append never sees another's half-written line as torn.
         """
         path = self.file(name)
-        data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8", "surrogatepass")
+        data = "".join(dumps(row) + "\n" for row in rows).encode("utf-8")
         with self._append_lock:
             try:
                 repair_tail(path)
@@ -258,6 +292,40 @@ def _read_manifest(folder: Path, say: Callable[[str], None]) -> dict[str, Any] |
         say(f"note: {path} is not a JSON object; that folder is skipped, not resumed")
         return None
     return recorded
+
+
+def _found_dead(folder: Path, recorded: dict[str, Any], say: Callable[[str], None]) -> DeadRun:
+    """A folder whose manifest says "running" and whose lock nobody holds: its process died without a
+    word. Counted in the folder (.deaths); said aloud; resumed, unless it died so MAX_DEATHS times,
+    when it is marked failed (a crash that repeats on resume would otherwise loop forever)."""
+    pid = (_claim(folder) or {}).get("pid")
+    pid = pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+    deaths_path = folder / DEATHS_NAME
+    try:
+        deaths = deaths_path.read_bytes().count(b"\n") + 1
+        with deaths_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"pid": pid, "found": datetime.now(UTC).isoformat(timespec="seconds")}) + "\n")
+    except FileNotFoundError:
+        deaths = 1
+        with contextlib.suppress(OSError):
+            deaths_path.write_text(json.dumps({"pid": pid}) + "\n", encoding="utf-8")
+    except OSError:
+        deaths = MAX_DEATHS  # a folder that cannot even count its deaths is not resumed
+    who = f"its process (pid {pid})" if pid is not None else "its process"
+    error = f"{who} died without a word: killed (SIGKILL, out of memory) or crashed inside a native library"
+    manifest = {**recorded, "status": "running", "error": error}
+    if deaths >= MAX_DEATHS:
+        manifest["status"] = "failed"
+        manifest["error"] = f"{error}; it died {deaths} times, so it is not resumed again"
+        with contextlib.suppress(OSError):
+            write_atomic(folder / "manifest.json", dumps(manifest, indent=2) + "\n")
+        say(
+            f"note: the last run of this spec, {folder}, {manifest['error']}; it is marked failed and "
+            "a new run folder starts (answers already bought come from the response cache)"
+        )
+        return DeadRun(folder, pid, deaths, False, manifest)
+    say(f"note: the last run of this spec, {folder}, {error}; resuming it")
+    return DeadRun(folder, pid, deaths, True, manifest)
 
 
 def _claim(folder: Path) -> dict[str, Any] | None:

@@ -214,7 +214,7 @@ def _score_completions(
     remaining = [k] * len(prompts)
     todo = []
     for index, hit in enumerate(provider.cached(requests)):
-        if not isinstance(hit, dict) or not isinstance(hit.get("logprob"), int | float):  # damaged: ask again
+        if not isinstance(hit, dict) or not _finite_number(hit.get("logprob")):  # damaged (or NaN): ask again
             todo.append(index)
         else:
             scores[index // k, index % k] = hit["logprob"]
@@ -240,7 +240,10 @@ def _score_completions(
                 "logprobs": 1,
                 "echo": True,
             }
-            return parse_completions(_checked(provider, provider.send_completion(request, stop)), pairs, provider.name)
+            where = [f"prompt {i // k + 1} of {len(prompts)}, label {answers[i % k]!r}" for i in group]
+            return parse_completions(
+                _checked(provider, provider.send_completion(request, stop)), pairs, provider.name, where
+            )
 
         try:
             results = provider.request(attempt, stop)
@@ -266,11 +269,16 @@ def _score_completions(
     return scores
 
 
-def parse_completions(data: dict[str, Any], pairs: list[tuple[str, str]], provider: str) -> list[dict[str, Any]]:
+def parse_completions(
+    data: dict[str, Any], pairs: list[tuple[str, str]], provider: str, where: list[str] | None = None
+) -> list[dict[str, Any]]:
     """{logprob, label_tokens, tokens} of each (prompt, label) from an echoed completions answer, in order.
 
     A body of the wrong shape is MalformedAnswer (retried); a server that answers in shape but
     without what scoring needs (no echo, no logprobs, too few choices) is a RuntimeFailure at once.
+    A log-probability that is not a finite number (NaN, ±Infinity, -1e309) is malformed too: it
+    would score every label alike, and must never reach the cache or a metric. `where` names each
+    pair (prompt and label) in that message.
     """
     choices = data.get("choices")
     if not isinstance(choices, list) or not all(isinstance(choice, dict) for choice in choices):
@@ -282,7 +290,7 @@ def parse_completions(data: dict[str, Any], pairs: list[tuple[str, str]], provid
         )
     choices = sorted(choices, key=lambda choice: choice["index"] if isinstance(choice.get("index"), int) else 0)
     results = []
-    for choice, (prompt, answer) in zip(choices, pairs, strict=True):
+    for number, (choice, (prompt, answer)) in enumerate(zip(choices, pairs, strict=True)):
         logprobs = choice.get("logprobs")
         if not isinstance(logprobs, dict) or not all(
             logprobs.get(key) for key in ("tokens", "text_offset", "token_logprobs")
@@ -303,6 +311,11 @@ def parse_completions(data: dict[str, Any], pairs: list[tuple[str, str]], provid
             and all(value is None or isinstance(value, int | float) for value in values)
         ):
             raise MalformedAnswer("the completions logprobs are not equal-length lists of tokens, offsets and numbers")
+        if not all(value is None or _finite_number(value) for value in values):
+            raise MalformedAnswer(
+                "a token log-probability is not a finite number (NaN or Infinity)"
+                + (f" for {where[number]}" if where else "")
+            )
         text = choice.get("text")
         if not isinstance(text, str) or not text.startswith(prompt + answer):
             raise RuntimeFailure(
@@ -310,6 +323,10 @@ def parse_completions(data: dict[str, Any], pairs: list[tuple[str, str]], provid
                 "log-probabilities cannot be placed on the label; use provider.scoring: chat or method: generate"
             )
         total, count = label_logprob(tokens, offsets, values, len(prompt), len(answer))
+        if not math.isfinite(total):  # finite parts that overflow their sum (-1e308 twice)
+            raise MalformedAnswer(
+                "the label's log-probability sums to minus infinity" + (f" for {where[number]}" if where else "")
+            )
         results.append({"logprob": total, "label_tokens": count, "tokens": len(tokens)})
     return results
 
@@ -360,7 +377,7 @@ def _score_chat(
     base = {**_base_request(provider, CHAT), "top_logprobs": TOP_LOGPROBS}
     requests = [{**base, "messages": messages} for messages in conversations]
     tops: list[Any] = [(hit if isinstance(hit, dict) else {}).get("top") for hit in provider.cached(requests)]
-    todo = [index for index, top in enumerate(tops) if not isinstance(top, list) or not top]
+    todo = [index for index, top in enumerate(tops) if not _good_top(top)]  # damaged or NaN: ask again
     if progress and len(todo) < len(requests):
         progress(len(requests) - len(todo))
 
@@ -376,7 +393,10 @@ def _score_chat(
                 "logprobs": True,
                 "top_logprobs": TOP_LOGPROBS,
             }
-            return top_entries(_checked(provider, provider.send_chat(request, stop)), provider)
+            try:
+                return top_entries(_checked(provider, provider.send_chat(request, stop)), provider)
+            except MalformedAnswer as error:
+                raise MalformedAnswer(f"{error} (prompt {index + 1} of {len(conversations)})") from None
 
         top = provider.request(attempt, stop)
         provider.remember(requests[index], {"top": top})
@@ -417,6 +437,10 @@ def top_entries(data: dict[str, Any], provider: ScoringClient) -> list[list[Any]
             and (entry.get("bytes") is None or isinstance(entry["bytes"], list))
         ):
             raise MalformedAnswer("a top_logprobs entry is not {token, logprob, bytes}")
+        if not _finite_number(entry["logprob"]):
+            raise MalformedAnswer(f"the top_logprobs entry {entry['token']!r} has a log-probability that is not finite")
+        if not _byte_list(entry.get("bytes")):
+            raise MalformedAnswer(f"the top_logprobs entry {entry['token']!r} has bytes that are not 0-255 integers")
         entries.append([redact(entry["token"]), float(entry["logprob"]), entry.get("bytes")])
     return entries
 
@@ -435,7 +459,7 @@ def label_scores(top: list[list[Any]], labels: Sequence[str], keys: Sequence[byt
     scores = []
     for label, key in zip(labels, keys, strict=True):
         if exact:
-            found = [float(lp) for token, lp, raw in top if (bytes(raw) if raw else token.encode()) == key]
+            found = [float(lp) for token, lp, raw in top if (bytes(raw) if raw else _utf8(token)) == key]
             scores.append(found[0] if found else floor)
             continue
         target = _clean(label)
@@ -446,6 +470,39 @@ def label_scores(top: list[list[Any]], labels: Sequence[str], keys: Sequence[byt
         ]
         scores.append(_logsumexp(found) if found else floor)
     return scores
+
+
+def _utf8(token: str) -> bytes:
+    """A token's bytes; a lone surrogate (half a character a server split) cannot be a label's first token."""
+    return token.encode("utf-8", "surrogatepass")
+
+
+def _finite_number(value: Any) -> bool:
+    """A real log-probability: a number (not a bool), neither NaN nor infinite."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _byte_list(value: Any) -> bool:
+    """None, or a list `bytes()` takes: integers 0-255 (a server sent [999], [-1] and ["a"])."""
+    return value is None or (
+        isinstance(value, list) and all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256 for b in value)
+    )
+
+
+def _good_top(top: Any) -> bool:
+    """A cached top_logprobs list that can be scored: [token, finite logprob, bytes] entries, at least one."""
+    return (
+        isinstance(top, list)
+        and bool(top)
+        and all(
+            isinstance(entry, list)
+            and len(entry) == 3
+            and isinstance(entry[0], str)
+            and _finite_number(entry[1])
+            and _byte_list(entry[2])
+            for entry in top
+        )
+    )
 
 
 def _clean(text: str) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 from runner import cache_root
 from runner.core.errors import InvalidInput, RuntimeFailure
 from runner.core.files import write_atomic
+from runner.core.jsonl import dumps
 from runner.providers import Checkpoint, Job, JobEvent
 
 #: Fields every job.json has, with their types (what list, show, resume and loading a model read).
@@ -81,12 +82,12 @@ class LocalRegistry:
 
     def save(self, record: dict[str, Any]) -> None:
         folder = self.root / record["model_id"]
-        write_atomic(folder / "job.json", json.dumps(record, ensure_ascii=False, indent=2))
+        write_atomic(folder / "job.json", dumps(record, indent=2))
 
     def add_event(self, record: dict[str, Any], message: str, **data: Any) -> None:
         event = {"id": f"ev-{uuid.uuid4().hex[:12]}", "created_at": int(time.time()), "message": message, "data": data}
         with (self.root / record["model_id"] / "events.jsonl").open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(event, ensure_ascii=False) + "\n")
+            handle.write(dumps(event) + "\n")
 
     def _records(self) -> list[dict[str, Any]]:
         records = [_read_record(path) for path in sorted(self.root.glob("*/job.json"))]
@@ -174,7 +175,18 @@ class LocalRegistry:
         return _job(record)
 
     def delete_model(self, model: str) -> None:
-        shutil.rmtree(self.folder(model))
+        """Remove the model's folder; one that is a link (or leads out of the store) is refused, untouched:
+        deleting through it would remove what lies outside the store."""
+        folder = self.folder(model)
+        if folder.is_symlink() or folder.resolve().parent != self.root.resolve():
+            raise RuntimeFailure(
+                f"{folder}: is a symbolic link, not a folder of the model store; nothing was deleted "
+                "(remove the link itself if you made it)"
+            )
+        try:
+            shutil.rmtree(folder)
+        except OSError as error:
+            raise RuntimeFailure(f"{folder}: cannot delete it: {error.strerror or error}") from None
 
     def latest_checkpoint(self, job_or_model_id: str) -> Path | None:
         record = self.record(job_or_model_id)

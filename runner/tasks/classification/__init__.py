@@ -21,7 +21,7 @@ from runner.tasks.classification.combine import (
     ensemble_scores,
 )
 from runner.tasks.classification.metrics import classification_aggregate, classification_metrics, classification_stats
-from runner.tasks.classification.normalize import first_twins, normalize_answer
+from runner.tasks.classification.normalize import first_twins, normalize_answer, unreadable
 from runner.tasks.common import Guess, MistakeSet, Scaffold, join_text
 
 
@@ -54,11 +54,17 @@ class ClassificationTask(Task):
         if len(labels) < 2:
             raise InvalidInput("classification needs at least two labels", where=where("labels"))
         for label, name in labels.items():
-            if not name.strip() or any(mark in name for mark in "\r\n"):
+            if not name.strip() or name.splitlines() != [name]:  # any line break answers are split on (\x1c…)
                 raise InvalidInput(
                     f"{name!r} cannot be answered: a label's word needs visible text on one line",
                     where=where("labels", label),
                 )
+        if (silent := unreadable(labels)) is not None:
+            raise InvalidInput(
+                f"{labels[silent]!r} cannot be answered: once case, width, invisible characters, a 'label:' "
+                "prefix and edge punctuation are set aside (as answers are read) nothing is left",
+                where=where("labels", silent),
+            )
         if twins := first_twins({label: (label, name) for label, name in labels.items()}):
             first, second, form = twins
             raise InvalidInput(

@@ -16,8 +16,8 @@ from runner.tasks import Example
 
 def baseline_predictions(train: list[Example], evaluation: list[Example]) -> list[str]:
     labels = {example.gold for example in train}
-    if len(labels) < 2:  # logistic regression needs two classes; predict the only one seen
-        return [train[0].gold] * len(evaluation)
+    if len(labels) < 2 or not _has_text(train):  # logistic regression needs two classes and some text
+        return [_most_common(train)] * len(evaluation) if train else [None] * len(evaluation)
     model = _tfidf_model().fit([example.text for example in train], [example.gold for example in train])
     return list(model.predict([example.text for example in evaluation]))
 
@@ -29,9 +29,11 @@ def baseline_probabilities(train: list[Example], targets: list[list[Example]], l
     """
     seen = sorted({example.gold for example in train})
     model = None
-    if len(seen) >= 2:  # logistic regression needs two classes; otherwise the one seen gets probability 1
+    if len(seen) >= 2 and _has_text(
+        train
+    ):  # logistic regression needs two classes; otherwise the one seen gets probability 1
         model = _tfidf_model().fit([example.text for example in train], [example.gold for example in train])
-    found = list(model.classes_) if model is not None else seen
+    found = list(model.classes_) if model is not None else [_most_common(train)] if train else []
     tables = []
     for examples in targets:
         texts = [example.text for example in examples]
@@ -46,10 +48,21 @@ def baseline_probabilities(train: list[Example], targets: list[list[Example]], l
 
 def probe_predictions(train: np.ndarray, train_gold: list[str], evaluation: np.ndarray) -> list[str]:
     """A linear probe: logistic regression on the LLM's pooled hidden states (standardised)."""
-    if len(set(train_gold)) < 2:
-        return [train_gold[0]] * len(evaluation)
+    if len(set(train_gold)) < 2 or not np.isfinite(train).all() or not np.isfinite(evaluation).all():
+        # one class, or hidden states holding NaN/inf (which the solver refuses): the majority label
+        return [max(set(train_gold), key=train_gold.count) if train_gold else None] * len(evaluation)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))
     return list(model.fit(train, train_gold).predict(evaluation))
+
+
+def _has_text(examples: list[Example]) -> bool:
+    """Whether TF-IDF will find any character to count: with none it raises "empty vocabulary"."""
+    return any(example.text for example in examples)
+
+
+def _most_common(examples: list[Example]) -> str:
+    golds = [example.gold for example in examples]
+    return max(sorted(set(golds)), key=golds.count)
 
 
 def _tfidf_model():

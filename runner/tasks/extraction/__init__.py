@@ -8,6 +8,7 @@ text while reading.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from runner.tasks import Decoded, Embed, Example, Scored, Task, Where, pct_ci
 from runner.tasks.common import Guess, MistakeSet, Scaffold, join_text
 from runner.tasks.extraction import bio, combine
 from runner.tasks.extraction import report as page
-from runner.tasks.extraction.answer import AnswerGuide, Entity, locate, parse, render
+from runner.tasks.extraction.answer import AnswerGuide, Entity, locate, name_key, parse, render
 from runner.tasks.extraction.baseline import crf_predictions
 from runner.tasks.extraction.metrics import entity_aggregate, entity_metrics, entity_stats
 from runner.tasks.extraction.rows import cluener_entities, detect_format, listed_entities
@@ -65,12 +66,15 @@ class ExtractionTask(Task):
             raise InvalidInput("labels is for task: classification; extraction names its types in entities",
                                where=where("labels"))  # fmt: skip
         names = [v if isinstance(v, str) else v["name"] for v in doc["entities"].values()]
+        seen_names: set[str] = set()
         for name in names:
-            if names.count(name) > 1:
+            if name in seen_names:
                 raise InvalidInput(f"two entity types share the name {name!r}", where=where("entities"))
+            seen_names.add(name)
             if any(char in name for char in '"\\{}[]'):
                 raise InvalidInput(f"entity name {name!r} may not contain quotes, brackets or backslashes",
                                    where=where("entities"))  # fmt: skip
+        _check_spellings(doc["entities"], where)
         for entity_type in doc["data"].get("ignore_types", []):
             if entity_type in doc["entities"]:
                 raise InvalidInput(
@@ -114,6 +118,9 @@ class ExtractionTask(Task):
         for entity_type, string, start, end in raw:
             if not self._wanted_type(entity_type, where):
                 continue
+            if start == end and 0 <= start <= len(text):
+                raise InvalidInput(f"span [{start}, {end}) of {string!r} is an empty span (start equals end)",
+                                   where=where)  # fmt: skip
             if not (0 <= start < end <= len(text)):
                 raise InvalidInput(f"span [{start}, {end}) of {string!r} is outside the text ({len(text)} characters)",
                                    where=where)  # fmt: skip
@@ -395,3 +402,28 @@ class ExtractionTask(Task):
                 )
                 lines.append(f"- {self.names[entity_type]}: {shown}")
         return [*lines, ""]
+
+
+def _check_spellings(entities: dict[str, Any], where: Where) -> None:
+    """Every type key and display name must read as one type only, the way answers' keys are read
+    (`name_key`): 「PER」 and 「per」, 「ＰＥＲ」 and 「PER」, or a type shown under another type's
+    key (name → "address", address → "name") would file a correct answer under the wrong type."""
+    owner: dict[str, str] = {}
+    for entity_type, value in entities.items():
+        name = value if isinstance(value, str) else value["name"]
+        for spelling in (entity_type, name):
+            if any(unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cs") for char in spelling):
+                raise InvalidInput(f"entity name {spelling!r} may not contain line breaks or control characters",
+                                   where=where("entities", entity_type))  # fmt: skip
+            key = name_key(spelling)
+            if not key:
+                raise InvalidInput(f"entity name {spelling!r} has no visible text, so no answer can name it",
+                                   where=where("entities", entity_type))  # fmt: skip
+            other = owner.setdefault(key, entity_type)
+            if other != entity_type:
+                raise InvalidInput(
+                    f"entity types {other!r} and {entity_type!r} are both read from the answer key {key!r} "
+                    "(keys and names are compared with case, width and invisible characters folded); "
+                    "rename one so a correct answer cannot be filed under the wrong type",
+                    where=where("entities", entity_type),
+                )
