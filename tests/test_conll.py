@@ -283,7 +283,6 @@ def test_a_run_reads_conll_and_scores_it(tmp_path, gazetteer):  # noqa: F811
     assert (metrics["zero_shot"]["tp"], metrics["zero_shot"]["fp"], metrics["zero_shot"]["fn"]) == (2, 0, 1)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the metrics stage to write Task.prediction_files (lead's edit)")
 def test_a_run_writes_predictions_conll_per_row(tmp_path, gazetteer):  # noqa: F811
     spec = write_project(tmp_path, BIO_CHARS)
     out = tmp_path / "runs"
@@ -315,7 +314,6 @@ def test_init_writes_lenient_for_iob1_data(tmp_path, capsys):
     assert spec["data"]["conll"] == {"tag_column": -1, "scheme": "BIO", "lenient": True}
 
 
-@pytest.mark.xfail(strict=True, reason="needs init's detect_container to take a .conll suffix as conll (lead's edit)")
 def test_init_reads_a_conll_suffix_as_conll(tmp_path, capsys):
     data = tmp_path / "resume.conll"
     data.write_text("张 B-NAME\n三 M-NAME\n丰 E-NAME\n在 O\n京 S-LOC\n\n李 B-NAME\n四 E-NAME\n", encoding="utf-8")
@@ -395,7 +393,6 @@ def test_a_run_with_llm_crf_merges_what_each_source_finds(tmp_path, gazetteer): 
     assert "zero_shot + char CRF · union" in (folder / "report.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.xfail(strict=True, reason="needs evaluate to record choices without a row and report.md the table (lead)")
 def test_no_llm_crf_row_when_the_llm_alone_is_best_and_the_report_says_why(tmp_path, gazetteer):  # noqa: F811
     data = (
         sentence("张三去了北京", {"张三": "name", "北京": "address"}) * 2

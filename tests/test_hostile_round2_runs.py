@@ -63,7 +63,6 @@ def died_twice(tmp_path_factory) -> tuple[Path, Path, Path, subprocess.Completed
     return spec, out, folder, second
 
 
-@pytest.mark.xfail(strict=True, reason="needs the pipeline edit: write_outputs for RunFolder.dead after open()")
 def test_the_rerun_writes_the_dead_runs_outputs(died_twice):
     _, _, folder, _ = died_twice
     for name in ("report.html", "summary.json", "junit.xml"):  # written by the rerun before it died too

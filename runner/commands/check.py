@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from rich.console import Console
 
 from runner.core.errors import EXIT_INVALID, EXIT_OK, InvalidInput, RuntimeFailure
 from runner.core.files import write_atomic
+from runner.core.jsonl import dumps
 from runner.core.runfolder import make_dir
 from runner.core.tokens import encoding_name
 from runner.data.chat_checks import run_checks, summary_lines
@@ -43,7 +43,7 @@ def _write_checks(checks: dict, out: Path) -> Path:
     """out/checks.json, written whole or not at all; a folder that cannot hold it is exit 3."""
     target = out / "checks.json"
     try:
-        write_atomic(target, json.dumps(checks, ensure_ascii=False, indent=2) + "\n")
+        write_atomic(target, dumps(checks, indent=2) + "\n")
     except OSError as error:
         raise RuntimeFailure(f"--out {out}: cannot write checks.json: {error.strerror or error}") from None
     return target
@@ -51,5 +51,5 @@ def _write_checks(checks: dict, out: Path) -> Path:
 
 def print_json(value: dict) -> None:
     """The only thing a command prints to stdout, so `specrun check --json … | jq` reads it whole."""
-    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(dumps(value, indent=2) + "\n")
     sys.stdout.flush()

@@ -68,7 +68,7 @@ def spec_name(data: Path) -> str:
 def detect_container(path: Path) -> str:
     """jsonl, json (an array), csv or tsv: the suffix first, then the first character for .json and the unknown."""
     by_suffix = FORMAT_BY_SUFFIX.get(path.suffix.lower())
-    if by_suffix in ("csv", "tsv"):
+    if by_suffix in ("csv", "tsv", "conll"):
         return by_suffix
     try:
         with path.open("rb") as handle:

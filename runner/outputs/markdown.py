@@ -150,6 +150,7 @@ def render_report(
         lines += ["## Fine-tuning data checks", "", *[f"- {line}" for line in summary_lines(checks)], ""]
     if primary in metrics:
         lines += task.report_section(metrics[primary], primary)
+        lines += task.comparison_section(metrics, primary)
     lines += [
         "## Files",
         "",

@@ -74,6 +74,7 @@ def run_spec(
 
     identity = run_identity(spec, stages, limit, dry_run)
     run, resumed = RunFolder.open(out_dir, spec.name, identity, say=console.print)
+    report.write_dead_run(run, prepared.task, console)
     console.print(f"[bold]{escape(spec.name)}[/]: {'resuming' if resumed else 'run folder'} {escape(str(run.path))}")
     manifest = _manifest(spec, run, identity, prepared, limit)
     manifest["bootstrap"] = bootstrap_settings()

@@ -133,9 +133,10 @@ def run(ctx: RunContext) -> None:
             return llm_embedder(ctx.provider_for("zero_shot")(), lambda n: progress.advance(bar, n))
 
         combined, choices = task.combined_rows(splits.train, splits.validation, splits.eval, ctx.scored, embedder)
-        if combined:
-            ctx.rows.update(combined)
+        ctx.rows.update(combined)
+        if choices:  # recorded also when no row came of them: the manifest says why (llm_crf not chosen)
             manifest.setdefault("choices", {}).update(choices)
+        if combined:
             ctx.timed("combined", started)
 
 

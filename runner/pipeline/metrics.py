@@ -26,6 +26,8 @@ def run(ctx: RunContext) -> None:
         if ctx.example_stats[row] is not None:
             found["ci95"] = ci95(ctx.example_stats[row], task.aggregate, task.metrics)
     ctx.run.write_jsonl("predictions.jsonl", ctx.records)
+    for name, text in task.prediction_files(examples, ctx.rows).items():  # e.g. predictions.<row>.conll
+        ctx.run.write_text(name, text)
     ctx.run.write_json("metrics.json", metrics)
     ctx.outcome.metrics = metrics
     ctx.outcome.gates = gates.check_gates(ctx.spec, metrics, ctx.example_stats, task, examples, ctx.against)

@@ -6,9 +6,13 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
+from rich.console import Console
+
+from runner.core.runfolder import RunFolder
 from runner.outputs import write_outputs
 from runner.outputs.markdown import describe_gate, render_report, results_table
 from runner.pipeline.context import RunContext
+from runner.tasks import Task
 
 NAME = "report"
 
@@ -25,6 +29,18 @@ def run(ctx: RunContext) -> None:
     run.write_text("report.md", render_report(manifest, outcome.metrics, outcome.gates, outcome.checks, ctx.task))
     write_outputs(run, manifest, outcome.metrics, outcome.gates, outcome.checks, ctx.task, say=ctx.console.print)
     run.close()  # release the folder's lock now, not when the process ends
+
+
+def write_dead_run(run: RunFolder, task: Task, console: Console) -> None:
+    """A run that died without a word (a native crash, SIGKILL) wrote no report; its next start, which
+    found it (`RunFolder.dead`), writes that run's report.md, report.html, summary.json and junit.xml,
+    whose manifest says what happened."""
+    dead = run.dead
+    if dead is None:
+        return
+    folder = run if dead.folder == run.path else RunFolder(dead.folder)
+    folder.write_text("report.md", render_report(dead.manifest, {}, [], None, task))
+    write_outputs(folder, dead.manifest, {}, [], None, task, say=console.print)
 
 
 def say_results(ctx: RunContext) -> None:

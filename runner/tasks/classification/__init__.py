@@ -99,7 +99,7 @@ class ClassificationTask(Task):
                 "evaluation.probe reads the model's hidden states: it needs provider: local",
                 where=where("evaluation", "probe"),
             )
-        if doc["data"].get("format") in ("cluener", "entities", "prompt_completion"):
+        if doc["data"].get("format") in ("cluener", "entities", "prompt_completion", "conll"):
             raise InvalidInput(
                 f"format {doc['data']['format']} holds entities; classification reads jsonl, json, csv or tsv",
                 where=where("data", "format"),
