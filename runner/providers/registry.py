@@ -8,11 +8,10 @@ and simonw/llm plugins. Nothing else in specrun maps a provider name to code.
 from __future__ import annotations
 
 import functools
-import importlib
-from importlib.metadata import entry_points
 from typing import Any
 
 from runner.core.errors import InvalidInput
+from runner.core.plugins import load_plugin, plugin_table
 from runner.providers import Provider
 
 ENTRY_POINT_GROUP = "specrun.providers"
@@ -28,10 +27,7 @@ BUILT_IN = {
 @functools.cache
 def provider_table() -> dict[str, str]:
     """name -> "module:Class", built-ins first; a plugin cannot replace a built-in name."""
-    table = dict(BUILT_IN)
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        table.setdefault(point.name, point.value)
-    return table
+    return plugin_table(ENTRY_POINT_GROUP, BUILT_IN)
 
 
 def provider_names() -> list[str]:
@@ -40,20 +36,7 @@ def provider_names() -> list[str]:
 
 def provider_class(name: str) -> type[Provider]:
     """The class registered under `name`; InvalidInput naming provider.name for an unknown one."""
-    target = provider_table().get(name) if isinstance(name, str) else None
-    if target is None:
-        raise InvalidInput(f"unknown provider {name!r}; known: {', '.join(provider_table())}", where="provider.name")
-    module, _, attribute = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError) as error:  # a plugin that is broken or half installed
-        first_line = (str(error) or type(error).__name__).splitlines()[0]
-        raise InvalidInput(
-            f"{target} (provider {name!r}) could not be loaded: {first_line}", where="provider.name"
-        ) from None
-    if not (isinstance(cls, type) and issubclass(cls, Provider)):
-        raise InvalidInput(f"{target} (provider {name!r}) is not a specrun Provider class", where="provider.name")
-    return cls
+    return load_plugin(provider_table(), name, Provider, "provider", "provider.name")
 
 
 def preflight(config: dict[str, Any]) -> None:

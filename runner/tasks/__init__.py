@@ -10,17 +10,16 @@ line in `BUILT_IN`; a plugin is a package installed beside specrun that names it
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from runner.core.errors import InvalidInput
+from runner.core.plugins import load_plugin, plugin_table
 
 if TYPE_CHECKING:
     import numpy as np
@@ -268,10 +267,7 @@ BUILT_IN = {
 @functools.cache
 def task_table() -> dict[str, str]:
     """name -> "module:Class", built-ins first; a plugin cannot replace a built-in name."""
-    table = dict(BUILT_IN)
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        table.setdefault(point.name, point.value)
-    return table
+    return plugin_table(ENTRY_POINT_GROUP, BUILT_IN)
 
 
 def task_names() -> list[str]:
@@ -281,17 +277,7 @@ def task_names() -> list[str]:
 
 def task_class(name: str) -> type[Task]:
     """The class registered under `name`; InvalidInput naming `task` for an unknown one or a non-Task."""
-    target = task_table().get(name) if isinstance(name, str) else None
-    if target is None:
-        raise InvalidInput(f"unknown task type {name!r}; known: {', '.join(task_table())}", where="task")
-    module, _, attribute = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), attribute)
-    except (ImportError, AttributeError) as error:
-        raise InvalidInput(f"{target} (task {name!r}) cannot be loaded: {error}", where="task") from None
-    if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise InvalidInput(f"{target} (task {name!r}) is not a specrun Task class", where="task")
-    return cls
+    return load_plugin(task_table(), name, Task, "task type", "task")
 
 
 def make_task(doc: dict[str, Any]) -> Task:
