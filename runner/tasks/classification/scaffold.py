@@ -175,12 +175,23 @@ def distinctive_words(texts: list[str], golds: list[str], chinese: bool, top: in
     return found
 
 
+#: Words that can be distinctive of a class by chance of phrasing yet never name it: function words.
+FUNCTION_WORDS = frozenset(
+    "的了是在有我你他她它们这那也都就和很还又太个一上下到说要会能对把被让给与及等啊吧呢吗着过得地之其为以于而且但没无不再"
+) | frozenset(
+    "the and was were are for with this that have has had not but you they she his her its our very too all "
+    "there their them then than from what when which would could will just also been into about".split()
+)
+
+
 def _words(text: str, chinese: bool) -> list[str]:
-    """Han characters and adjacent pairs for Chinese; lower-case Latin words of 3+ letters otherwise."""
+    """Han characters and adjacent pairs for Chinese; lower-case Latin words of 3+ letters otherwise;
+    function words left out."""
     if chinese:
         han = re.findall(r"[\u4e00-\u9fff]+", text)
-        return [c for run in han for c in run] + [run[i : i + 2] for run in han for i in range(len(run) - 1)]
-    return [word.casefold() for word in re.findall(r"[^\W\d_]{3,}", text)]
+        pairs = [run[i : i + 2] for run in han for i in range(len(run) - 1)]
+        return [c for run in han for c in run if c not in FUNCTION_WORDS] + pairs
+    return [word for word in re.findall(r"[^\W\d_]{3,}", text.casefold()) if word not in FUNCTION_WORDS]
 
 
 def _rows_said(rows: list[int]) -> str:
@@ -256,7 +267,8 @@ def scaffold(found: Guess) -> Scaffold:
             f"  # exclude_labels: [{', '.join(map(yaml_scalar, rare))}]   # too few rows to learn or score"
         )
     if found.empty_rows:
-        data_lines.append(f"  # {_rows_said(found.empty_rows)} no text: runs drop them (nothing to classify)")
+        them = "it" if len(found.empty_rows) == 1 else "them"
+        data_lines.append(f"  # {_rows_said(found.empty_rows)} no text: runs drop {them} (nothing to classify)")
     section = [
         "# labels: dataset label -> the word the model sees and answers with, in the prompt's order.",
         f"# {len(found.counts)} labels found (rows each); give numeric or cryptic labels real words.",
