@@ -127,6 +127,18 @@ def test_a_failed_check_keeps_what_force_would_have_overwritten(tmp_path, monkey
     assert not (tmp_path / "templates" / "d.jinja").exists()
 
 
+def test_the_label_as_the_text_is_refused_by_init_and_validate(tmp_path, capsys):
+    data = write_csv(tmp_path / "d.csv", TWO_CLASSES)
+    assert run("init", data, "--text-field", "label", "--label-field", "label", "--out", tmp_path) == 2
+    assert "--text-field and --label-field are both 'label'" in capsys.readouterr().err
+    assert run("init", data, "--out", tmp_path) == 0
+    spec_path = tmp_path / "d.yaml"
+    spec_path.write_text(spec_path.read_text(encoding="utf-8").replace("[text]", "[text, label]"), encoding="utf-8")
+    capsys.readouterr()
+    assert run("validate", spec_path) == 2
+    assert "is both the label field and a text field" in capsys.readouterr().err
+
+
 # --- turned into a valid spec ------------------------------------------------------------------------
 
 

@@ -66,6 +66,12 @@ class ClassificationTask(Task):
                 f"({form!r}); answers could not tell them apart",
                 where=where("labels", second),
             )
+        if doc["data"].get("label_field") in doc["data"].get("text_fields", []):
+            raise InvalidInput(
+                f"{doc['data']['label_field']!r} is both the label field and a text field: the prompt would show "
+                "the answer",
+                where=where("data", "text_fields"),
+            )
         for label in doc["data"].get("exclude_labels", []):
             if label in labels:
                 raise InvalidInput(f"{label!r} is both excluded and in labels", where=where("data", "exclude_labels"))

@@ -40,6 +40,8 @@ def guess(
             raise InvalidInput(f"{flag} '': a spec cannot name a field without a name; rename it in the data")
         if given is not None and given not in fields:
             raise InvalidInput(f"{flag} {given!r}: no such field (fields: {', '.join(fields)})", where=str(path))
+    if text_field is not None and text_field == label_field:
+        raise InvalidInput(f"--text-field and --label-field are both {text_field!r}: the prompt would show the answer")
     label_field = label_field or _guess_label_field(path, rows, fields, exclude=text_field)
     text_field = text_field or _guess_text_field(path, rows, fields, exclude=label_field)
     counts: Counter = Counter()
@@ -179,8 +181,49 @@ def distinctive_words(texts: list[str], golds: list[str], chinese: bool, top: in
 FUNCTION_WORDS = frozenset(
     "的了是在有我你他她它们这那也都就和很还又太个一上下到说要会能对把被让给与及等啊吧呢吗着过得地之其为以于而且但没无不再"
 ) | frozenset(
-    "the and was were are for with this that have has had not but you they she his her its our very too all "
-    "there their them then than from what when which would could will just also been into about".split()
+    [
+        "the",
+        "and",
+        "was",
+        "were",
+        "are",
+        "for",
+        "with",
+        "this",
+        "that",
+        "have",
+        "has",
+        "had",
+        "not",
+        "but",
+        "you",
+        "they",
+        "she",
+        "his",
+        "her",
+        "its",
+        "our",
+        "very",
+        "too",
+        "all",
+        "there",
+        "their",
+        "them",
+        "then",
+        "than",
+        "from",
+        "what",
+        "when",
+        "which",
+        "would",
+        "could",
+        "will",
+        "just",
+        "also",
+        "been",
+        "into",
+        "about",
+    ]
 )
 
 
