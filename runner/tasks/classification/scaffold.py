@@ -134,7 +134,7 @@ def _label_words(
     if twins := first_twins({label: (label, words[label]) for label in labels}):
         raise InvalidInput(
             f"labels {twins[0]!r} (row {first_row[twins[0]]}) and {twins[1]!r} (row {first_row[twins[1]]}) would be "
-            f"answered the same once case, width, spacing and invisible characters are folded ({twins[2]!r}); "
+            f"answered the same once case, width and edges are folded ({twins[2]!r}); "
             "merge or rename them in the data",
             where=str(path),
         )
