@@ -88,6 +88,7 @@ class FakeAPI:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    raw_paths: list[tuple[str, str]] = field(default_factory=list)  # (method, path as sent, query and all)
     authorization: list[str] = field(default_factory=list)
     # Label scoring (issue 11): /completions with echo + logprobs, chat logprobs + top_logprobs.
     # text -> (tokens, text_offset, token_logprobs), or None: a server that answers without logprobs
@@ -257,6 +258,7 @@ def _handler(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
             return self.rfile.read(length) if length else b""
 
         def _route(self, method: str):
+            api.raw_paths.append((method, self.path))
             path = self.path.split("?", 1)[0]
             zhipu = path.startswith("/api/paas/v4/")
             prefix = "/api/paas/v4" if zhipu else "/v1"

@@ -101,7 +101,8 @@ def test_a_json_array_with_numeric_labels_keeps_them_strings(tmp_path):
     assert init(data, "--out", tmp_path) == 0
     spec = yaml.safe_load((tmp_path / "reviews.yaml").read_text(encoding="utf-8"))
     assert spec["data"]["format"] == "json" and spec["data"]["label_field"] == "stars"
-    assert spec["labels"] == {"0": "0", "1": "1"}  # quoted in the YAML: the rows' 0 and 1 read as "0" and "1"
+    # Quoted keys in the YAML: the rows' 0 and 1 read as "0" and "1"; the words are the most distinctive of each class.
+    assert spec["labels"] == {"0": "bad", "1": "good"}
     assert main(["validate", str(tmp_path / "reviews.yaml")]) == 0
 
 

@@ -10,9 +10,11 @@ one home, so the comments cannot drift from what a run does.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,10 @@ from rich.markup import escape
 
 from runner.config.defaults import FORMAT_BY_SUFFIX
 from runner.config.schema import spec_schema
+from runner.config.spec import load_spec
 from runner.core.errors import EXIT_OK, InvalidInput, RuntimeFailure
 from runner.data.dataset import read_rows
+from runner.pipeline import prepare
 from runner.tasks import task_class, task_names
 from runner.tasks.common import Guess, yaml_scalar
 
@@ -32,6 +36,8 @@ TRAIN_N, EVAL_N, SEED = 100, 200, 42  # small enough for a first run on a CPU; t
 
 def init_command(args: Any, console: Any) -> int:
     """Write the spec and template `args` ask for and print what was guessed."""
+    resolved(args.data, "DATA_FILE")
+    resolved(args.out, "--out")
     name = args.name or spec_name(args.data)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise InvalidInput(f"--name {name!r}: use letters, digits, '_', '.', '-' (it names the run folder)")
@@ -40,7 +46,7 @@ def init_command(args: Any, console: Any) -> int:
     what = guess.counted
     console.print(  # data, not rich markup: a label "[/]" or a path "[x].jsonl" is printed as it is
         escape(
-            f"{guess.path}: {guess.n_rows} rows, format {guess.fmt}, task {guess.task}, text field {guess.text_field!r}"
+            f"{guess.path}: {guess.n_rows + len(guess.empty_rows)} rows, format {guess.fmt}, task {guess.task}, text field {guess.text_field!r}"
             + "".join(f", {what_field} {value!r}" for what_field, value in guess.fields.items())
         ),
         highlight=False,
@@ -49,16 +55,52 @@ def init_command(args: Any, console: Any) -> int:
         escape(f"{len(guess.counts)} {what}: " + ", ".join(f"{k} ({v})" for k, v in guess.counts.most_common())),
         highlight=False,
     )
+    if guess.empty_rows:
+        rows = ", ".join(map(str, guess.empty_rows[:10])) + (" …" if len(guess.empty_rows) > 10 else "")
+        console.print(
+            f"[yellow]{len(guess.empty_rows)} row(s) without text[/] (row {escape(rows)}): validate and run drop "
+            "them, as there is nothing to classify",
+            highlight=False,
+        )
+    for answer, note in guess.notes.items():
+        console.print(escape(f"label {answer!r} -> {guess.words.get(answer, answer)!r}: {note}"), highlight=False)
     console.print(
-        f"[green]wrote[/] {escape(f'{spec_path} and {template_path}; next: specrun validate {spec_path}')}",
+        f"[green]wrote[/] {escape(f'{spec_path} and {template_path}; next: specrun validate {shell_path(spec_path)}')}",
         highlight=False,
     )
     return EXIT_OK
 
 
+def resolved(path: Path, flag: str) -> Path:
+    """The absolute path, or exit 2 naming the flag: a symlink loop (or a path too long to resolve) is bad
+    input, and would otherwise surface as a traceback from Path.resolve or mkdir."""
+    try:
+        found = path.resolve()
+        if os.path.lexists(found):
+            os.stat(found)  # a loop the resolver left as it was is ELOOP here
+    except (OSError, RuntimeError) as error:
+        loop = isinstance(error, RuntimeError) or getattr(error, "errno", None) == errno.ELOOP
+        why = "a symlink loop" if loop else getattr(error, "strerror", None) or str(error)
+        raise InvalidInput(f"{flag} {path}: cannot be resolved ({why})") from None
+    return found
+
+
+def shell_path(path: Path) -> str:
+    """The path as typed at the prompt where init ran: relative to it when inside it, quoted for a shell when
+    needed; a name no shell line can hold (a line break) is shown escaped, as YAML would."""
+    here, target = Path.cwd().resolve(), path.resolve()
+    shown = str(target.relative_to(here)) if target.is_relative_to(here) else str(target)
+    quoted = shlex.quote(shown)
+    return quoted if quoted.isprintable() else yaml_scalar(shown)
+
+
 def spec_name(data: Path) -> str:
     """The file's stem, with its folder's name in front when the stem says nothing (train.json)."""
-    stem = data.stem if data.stem.lower() not in GENERIC_STEMS else f"{data.resolve().parent.name}_{data.stem}"
+    stem = (
+        data.stem
+        if data.stem.lower() not in GENERIC_STEMS
+        else f"{resolved(data, 'DATA_FILE').parent.name}_{data.stem}"
+    )
     return re.sub(r"[^A-Za-z0-9_.-]", "_", stem).lstrip("_.-") or "data"
 
 
@@ -88,12 +130,20 @@ def guess_dataset(
     path: Path, task: str | None = None, text_field: str | None = None, label_field: str | None = None
 ) -> Guess:
     container = detect_container(path)
-    rows = [row for _, row in read_rows(path, container)]  # a bad line is exit 2 naming file:line
+    numbered = read_rows(path, container)  # a bad line is exit 2 naming file:line
+    rows = [row for _, row in numbered]
     if not rows:
         raise InvalidInput("the file has no rows: init needs rows to guess from", where=str(path))
-    for number, row in enumerate(rows, 1):
+    for number, (line, row) in enumerate(numbered, 1):
         if not isinstance(row, dict):
             raise InvalidInput(f"row {number} is {type(row).__name__}, not an object with fields", where=str(path))
+        if container in ("csv", "tsv") and (None in row or None in row.values()):
+            # The CSV reader files extra cells under None and fills missing ones with None: the row's cells no
+            # longer line up with the header, and a run would read the wrong text or label without a word.
+            more = len(row[None]) if None in row else 0
+            shape = f"{more} more field(s) than" if more else "fewer fields than"
+            quote = "; quote a field that holds a comma" if container == "csv" and more else ""
+            raise InvalidInput(f"row {number} has {shape} the header{quote}", where=f"{path}:{line}")
     flags = {"text_field": text_field, "label_field": label_field}
     if task:
         found = task_class(task).guess(path, rows, container, {**flags, "claimed": True})
@@ -119,14 +169,21 @@ def write_scaffold(guess: Guess, name: str, out: Path, *, force: bool = False) -
     # Relative (as a repository keeps spec and data side by side) unless the two share nothing but the root.
     shared = Path(os.path.commonpath([data, folder]))
     data_path = Path(os.path.relpath(data, folder)) if shared != Path(shared.anchor) else data
-    spec_text = render_spec(guess, name, data_path.as_posix(), f"templates/{name}.jinja")
+    spec_text = render_spec(guess, name, data_path.as_posix(), f"templates/{name}.jinja", shell_path(spec_path))
     yaml.safe_load(spec_text)  # what is written must read back (a bug here is a traceback, not a user error)
+    before = {path: path.read_bytes() if path.is_file() else None for path in (spec_path, template_path)}
     try:
         template_path.parent.mkdir(parents=True, exist_ok=True)
         template_path.write_text(render_template(guess), encoding="utf-8")
         spec_path.write_text(spec_text, encoding="utf-8")
     except OSError as error:  # a file where the folder should be, no permission: exit 3, as for run --out
         raise RuntimeFailure(f"--out {out}: cannot write the spec there: {error.strerror or error}") from None
+    try:  # the contract: what init writes, validate accepts as written; else nothing is left behind
+        prepare(load_spec(spec_path))
+    except InvalidInput as error:
+        for path, content in before.items():
+            path.unlink(missing_ok=True) if content is None else path.write_bytes(content)
+        raise InvalidInput(f"init wrote no spec, as validate would refuse it: {error}", where=str(guess.path)) from None
     return spec_path, template_path
 
 
@@ -140,15 +197,17 @@ def _schema_defaults(*key_path: str) -> str:
     return ", ".join(found)
 
 
-def render_spec(guess: Guess, name: str, data_path: str, template: str) -> str:
+def render_spec(guess: Guess, name: str, data_path: str, template: str, spec_shown: str) -> str:
+    """The spec's text; `spec_shown` is the spec's path as typed where init ran, for the commands on top."""
     n = guess.n_rows
     train_n = max(1, min(TRAIN_N, n // 2))
     eval_n = max(1, min(EVAL_N, n - train_n))
     parts = task_class(guess.task).scaffold(guess)
     lines = [
-        f"# {name}: written by `specrun init {yaml_scalar(guess.path.name)}`. Check every guess below, then:",
-        f"#   specrun validate {name}.yaml        (reads the data, renders every prompt; loads no model)",
-        f"#   specrun run {name}.yaml --limit 20  (a first look; drop --limit for the whole eval split)",
+        f"# {name}: written by `specrun init {yaml_scalar(guess.path.name)}`. Check every guess below, then, from",
+        "# the folder init ran in:",
+        f"#   specrun validate {spec_shown}     (reads the data, renders every prompt; loads no model)",
+        f"#   specrun run {spec_shown} --limit 20     (a first look; drop --limit for the whole eval split)",
         "# Every key and default is documented in specrun's schemas/spec.schema.json.",
         f"name: {name}                       # names the run folder: runs/{name}/<timestamp>/",
         f"task: {guess.task}",

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from runner.core.errors import EXIT_INVALID, EXIT_OK
+from runner.providers import check_id
 from runner.providers.api.transport import check_base_url
 from runner.providers.local.provider import LocalProvider
 from runner.providers.registry import provider_class
@@ -49,6 +50,8 @@ def jobs_command(args: argparse.Namespace, console: Console) -> int:
     if args.action != "list" and not args.id:
         console.print(f"[red]error:[/] jobs {args.action} needs an id")
         return EXIT_INVALID
+    if args.action != "list":  # before a key is looked up or a request made: exit 2 naming the id
+        check_id(args.id, "model id" if args.action == "delete-model" else "job id")
     if args.base_url is not None:
         check_base_url(args.base_url, "--base-url")
     # The provider's own answer to "what looks after jobs": an API client, or the local model store.

@@ -7,6 +7,7 @@ share one job lifecycle: upload, create, find, retrieve, events, checkpoints, ca
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,23 @@ class Completion:
 
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+#: What a job, model, file or checkpoint id may be before it is put into a request path or a folder name.
+#: Every id these APIs hand out fits (ftjob-abc, ft:gpt-4o-mini:org:suffix:id, file-local-1a2b-3c4d); nothing
+#: that fits can leave its path segment: no '/', '%', '?', '#', space, and no leading '.' (so no '..').
+ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,255}")
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """`value` when it has the shape of an id, else exit 2 naming it: a path such as `../../files/x` or a
+    query `x?y=` would otherwise reach a URL (or a folder) as something other than the resource meant."""
+    if not isinstance(value, str) or not ID_SHAPE.fullmatch(value):
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "…"
+        raise InvalidInput(
+            f"{what} {shown} is not an id: ids are 1-256 letters, digits, '.', '_', ':' or '-', starting with "
+            "a letter or digit"
+        )
+    return value
 
 
 @dataclass

@@ -4,6 +4,7 @@ model behind a row, the page's mistakes, `specrun init`'s guess and scaffold, pr
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,9 @@ class Guess:
     counted: str = "answers"  # what counts counts, in words: "labels", "entity types"
     chinese: bool = False
     fields: dict[str, str] = field(default_factory=dict)  # other fields found, e.g. {"label field": "label"}
+    empty_rows: list[int] = field(default_factory=list)  # rows (1-based) with no text: a run drops them
+    words: dict[str, str] = field(default_factory=dict)  # answer -> the word the model sees, when init chose one
+    notes: dict[str, str] = field(default_factory=dict)  # answer -> why that word (a comment in the spec)
 
 
 @dataclass
@@ -95,6 +99,29 @@ class Scaffold:
     baseline: str  # what the baseline row is, in words
     gates_example: str  # a YAML list of gates for this task
     template: str  # the template body
+
+
+def word_problem(word: str) -> str | None:
+    """Why a model cannot answer with this word as written, or None. A word must be one line of visible
+    text with no invisible character in it: a zero-width space or a direction mark is never typed back,
+    and an answer read on one line can never match a word that spans two."""
+    if any(char in word for char in "\r\n") or len(word.splitlines()) > 1:
+        return "it spans lines"
+    hidden = next((char for char in word if unicodedata.category(char) in ("Cc", "Cf", "Cs", "Co")), None)
+    if hidden is not None:
+        return f"it holds the invisible character U+{ord(hidden):04X}"
+    if not any(unicodedata.category(char)[0] in "LNPS" for char in word):
+        return "it has no visible character"
+    return None
+
+
+def readable_word(text: str) -> str:
+    """`text` as a word a model can answer with: invisible characters dropped, runs of spaces and line
+    breaks made one space, edges trimmed ('' when nothing visible is left)."""
+    kept = "".join(
+        char for char in text if unicodedata.category(char) not in ("Cc", "Cf", "Cs", "Co") or char.isspace()
+    )
+    return " ".join(kept.split())
 
 
 def mostly_chinese(texts: list[str]) -> bool:

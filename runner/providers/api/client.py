@@ -25,7 +25,7 @@ import numpy as np
 from runner.core.cache import ResponseCache, cache_key
 from runner.core.errors import InvalidInput, RuntimeFailure, SpecrunError
 from runner.core.secrets import redact, register
-from runner.providers import Checkpoint, Completion, Conversation, Job, JobEvent, Progress, Provider
+from runner.providers import ID_SHAPE, Checkpoint, Completion, Conversation, Job, JobEvent, Progress, Provider, check_id
 from runner.providers.api.retry import (
     MALFORMED_ERRORS,
     MalformedAnswer,
@@ -388,9 +388,12 @@ class ChatAPIProvider(Provider):
         return self.request(fetch)
 
     def job(self, job_id: str) -> Job:
+        check_id(job_id, "job id")
         return self.request(lambda: _job(_json_answer(lambda: self._sdk.fine_tuning.jobs.retrieve(job_id))))
 
     def events(self, job_id: str) -> list[JobEvent]:
+        check_id(job_id, "job id")
+
         def fetch() -> list[JobEvent]:
             page = _page(_json_answer(lambda: self._sdk.fine_tuning.jobs.list_events(job_id, limit=100)), "events")
             return [_event(item) for item in page]
@@ -398,6 +401,7 @@ class ChatAPIProvider(Provider):
         return sorted(self.request(fetch), key=lambda event: (event.created_at, event.id))
 
     def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        check_id(job_id, "job id")
         if not self.lists_checkpoints:
             return []
 
@@ -408,9 +412,11 @@ class ChatAPIProvider(Provider):
         return sorted(self.request(fetch), key=lambda checkpoint: checkpoint.step)
 
     def cancel(self, job_id: str) -> Job:
+        check_id(job_id, "job id")
         return self.request(lambda: _job(_json_answer(lambda: self._sdk.fine_tuning.jobs.cancel(job_id))))
 
     def delete_model(self, model: str) -> None:
+        check_id(model, "model id")
         self.request(lambda: _json_answer(lambda: self._sdk.models.delete(model)))
 
 
@@ -506,8 +512,11 @@ def _job(data: Any) -> Job:
     record = _object(data, "a fine-tuning job")
     error = record.get("error")
     message = error.get("message") if isinstance(error, dict) else error
+    job_id = _text(record, "id", "a fine-tuning job") or ""
+    if not ID_SHAPE.fullmatch(job_id):  # it is put into the next request's path: a server cannot steer that
+        raise MalformedAnswer(f"a fine-tuning job's 'id' {job_id[:80]!r} is not an id")
     return Job(
-        id=_text(record, "id", "a fine-tuning job") or "",
+        id=job_id,
         status=_text(record, "status", "a fine-tuning job") or "",
         model=_text(record, "model", "a fine-tuning job", required=False) or "",
         training_file=_text(record, "training_file", "a fine-tuning job", required=False),

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from runner.core.errors import InvalidInput
+from runner.providers import check_id
 from runner.providers.api.client import ChatAPIProvider
 from runner.providers.api.transport import json_answer
 
@@ -46,4 +47,5 @@ class ZhipuAIProvider(ChatAPIProvider):
         return {"temperature": temperature}
 
     def delete_model(self, model: str) -> None:
+        check_id(model, "model id")  # the SDK puts it into the path as it is
         self.request(lambda: json_answer(lambda: self._sdk.fine_tuning.models.delete(fine_tuned_model=model)))

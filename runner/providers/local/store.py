@@ -27,7 +27,7 @@ from runner import cache_root
 from runner.core.errors import InvalidInput, RuntimeFailure
 from runner.core.files import write_atomic
 from runner.core.jsonl import dumps
-from runner.providers import Checkpoint, Job, JobEvent
+from runner.providers import Checkpoint, Job, JobEvent, check_id
 
 #: Fields every job.json has, with their types (what list, show, resume and loading a model read).
 RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -65,6 +65,7 @@ class LocalRegistry:
         return file_id
 
     def file_path(self, file_id: str) -> Path:
+        check_id(file_id, "training file id")  # a path built from it stays in files/
         return self.root / "files" / f"{file_id}.jsonl"
 
     def find(self, job_or_model_id: str) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from runner.tasks.classification.combine import (
 )
 from runner.tasks.classification.metrics import classification_aggregate, classification_metrics, classification_stats
 from runner.tasks.classification.normalize import first_twins, normalize_answer, unreadable
-from runner.tasks.common import Guess, MistakeSet, Scaffold, join_text
+from runner.tasks.common import Guess, MistakeSet, Scaffold, join_text, word_problem
 
 
 class ClassificationTask(Task):
@@ -54,9 +54,9 @@ class ClassificationTask(Task):
         if len(labels) < 2:
             raise InvalidInput("classification needs at least two labels", where=where("labels"))
         for label, name in labels.items():
-            if not name.strip() or name.splitlines() != [name]:  # any line break answers are split on (\x1c…)
+            if problem := word_problem(name):
                 raise InvalidInput(
-                    f"{name!r} cannot be answered: a label's word needs visible text on one line",
+                    f"{name!r} cannot be answered: a label's word needs visible text on one line ({problem})",
                     where=where("labels", label),
                 )
         if (silent := unreadable(labels)) is not None:
@@ -71,6 +71,12 @@ class ClassificationTask(Task):
                 f"labels {first!r} and {second!r} read the same once case, width and edges are folded "
                 f"({form!r}); answers could not tell them apart",
                 where=where("labels", second),
+            )
+        if doc["data"].get("label_field") in doc["data"].get("text_fields", []):
+            raise InvalidInput(
+                f"{doc['data']['label_field']!r} is both the label field and a text field: the prompt would show "
+                "the answer",
+                where=where("data", "text_fields"),
             )
         for label in doc["data"].get("exclude_labels", []):
             if label in labels:
@@ -122,7 +128,10 @@ class ClassificationTask(Task):
             raise InvalidInput(
                 f"label {label!r} is not in the spec's labels; add it there or to data.exclude_labels", where=where
             )
-        return Example(id=example_id, text=join_text(row, self.data["text_fields"], where), gold=label, record=row)
+        text = join_text(row, self.data["text_fields"], where)
+        if not text.strip():  # nothing to classify (a blank review): dropped and counted as excluded rows are
+            return None
+        return Example(id=example_id, text=text, gold=label, record=row)
 
     def stratum(self, example: Example) -> str:
         return example.gold

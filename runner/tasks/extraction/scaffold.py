@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
 from runner.core.errors import InvalidInput
 from runner.core.jsonl import read_text
 from runner.data.conll import conll_sentences
-from runner.tasks.common import Guess, Scaffold, mostly_chinese, yaml_key, yaml_scalar
+from runner.tasks.common import Guess, Scaffold, mostly_chinese, word_problem, yaml_key, yaml_scalar
 from runner.tasks.extraction.bio import looks_like_conll, survey
 from runner.tasks.extraction.rows import cluener_entities, detect_format, listed_entities
 
@@ -77,13 +78,73 @@ def _entity_format(rows: list[dict], path: Path) -> str | None:
     return None
 
 
+#: Common NER type codes (CLUENER, OntoNotes, CoNLL, MSRA, Weibo) -> (Chinese, English) display names.
+TYPE_NAMES: dict[str, tuple[str, str]] = {
+    "per": ("人名", "person"),
+    "person": ("人名", "person"),
+    "name": ("人名", "person"),
+    "nr": ("人名", "person"),
+    "loc": ("地名", "location"),
+    "location": ("地名", "location"),
+    "ns": ("地名", "location"),
+    "address": ("地址", "address"),
+    "gpe": ("行政区", "geopolitical entity"),
+    "org": ("组织机构", "organization"),
+    "organization": ("组织机构", "organization"),
+    "nt": ("组织机构", "organization"),
+    "company": ("公司", "company"),
+    "government": ("政府", "government"),
+    "position": ("职位", "position"),
+    "title": ("职位", "title"),
+    "scene": ("景点", "scenic spot"),
+    "book": ("书名", "book"),
+    "game": ("游戏", "game"),
+    "movie": ("电影", "movie"),
+    "date": ("日期", "date"),
+    "time": ("时间", "time"),
+    "money": ("金额", "money"),
+    "percent": ("百分比", "percentage"),
+    "product": ("产品", "product"),
+    "event": ("事件", "event"),
+    "norp": ("群体", "group"),
+    "fac": ("建筑设施", "facility"),
+    "misc": ("其他", "miscellaneous"),
+}
+#: Weibo NER's second part: NAM a named mention (the name itself), NOM a nominal one ("the teacher").
+TYPE_KINDS: dict[str, tuple[str, str]] = {"nam": ("", ""), "nom": ("泛指", "nominal ")}
+
+
+def display_names(types: list[str], chinese: bool) -> dict[str, str]:
+    """type code -> a name a model understands (PER.NOM -> 人名泛指 / nominal person), else the code itself.
+    Two types never share a name (folded as validate folds them): the second keeps its code."""
+    names: dict[str, str] = {}
+    taken = {fold(code) for code in types}  # answers may name a type by its code too
+    for code in types:
+        head, _, kind = code.casefold().replace("-", ".").replace("_", ".").partition(".")
+        base, extra = TYPE_NAMES.get(head), TYPE_KINDS.get(kind) if kind else ("", "")
+        name = code
+        if base and extra is not None:
+            name = base[0] + extra[0] if chinese else extra[1] + base[1]
+        if name != code and (fold(name) in taken or word_problem(name)):
+            name = code
+        names[code] = name
+        taken.add(fold(name))
+    return names
+
+
+def fold(text: str) -> str:
+    """As answers are read: width and case folded, edges trimmed."""
+    return unicodedata.normalize("NFKC", text).casefold().strip()
+
+
 def scaffold(found: Guess) -> Scaffold:
+    names = display_names(list(found.counts), found.chinese)
     section = [
         "# entities: dataset entity type -> the name the model sees and answers with,",
         "# or {name, description} with a one-line description for the prompt.",
-        f"# {len(found.counts)} entity types found (mentions each).",
+        f"# {len(found.counts)} entity types found (mentions each); names from common NER codes, else the code.",
         "entities:",
-        *(f"  {yaml_key(t)}: {yaml_scalar(t)}   # {count}" for t, count in found.counts.most_common()),
+        *(f"  {yaml_key(t)}: {yaml_scalar(names[t])}   # {count}" for t, count in found.counts.most_common()),
     ]
     conll = found.fmt == "conll" and [
         "  # conll: the tag column (-1: the last), the scheme (auto reads it from the tags) and lenient",
