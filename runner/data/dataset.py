@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.config.defaults import FORMAT_BY_SUFFIX
+from runner.core.conll import conll_sentences
 from runner.core.errors import InvalidInput
 from runner.core.jsonl import parse_json, read_jsonl, read_text
-from runner.data.conll import conll_sentences
 from runner.tasks import Example, Task, make_task
 
 if TYPE_CHECKING:

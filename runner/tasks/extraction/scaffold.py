@@ -6,9 +6,9 @@ import unicodedata
 from collections import Counter
 from pathlib import Path
 
+from runner.core.conll import conll_sentences
 from runner.core.errors import InvalidInput
 from runner.core.jsonl import read_text
-from runner.data.conll import conll_sentences
 from runner.tasks.common import Guess, Scaffold, mostly_chinese, word_problem, yaml_key, yaml_scalar
 from runner.tasks.extraction.bio import looks_like_conll, survey
 from runner.tasks.extraction.rows import cluener_entities, detect_format, listed_entities
