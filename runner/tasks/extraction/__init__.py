@@ -152,6 +152,7 @@ class ExtractionTask(Task):
     breakdown_title = "Per entity type"
     breakdown_column = "type"
     breakdown_chart = "entity type"
+    breakdown_nothing = "No entity found"
 
     def row_description(self, row: str, manifest: dict[str, Any]) -> str | None:
         return page.row_description(row, manifest)
@@ -230,6 +231,10 @@ class ExtractionTask(Task):
             ("invalid", lambda m: str(m["invalid"])),
             ("halluc.", lambda m: str(m["hallucinated"])),
         ]
+
+    def trivial(self, metrics: dict[str, Any]) -> tuple[str, float] | None:
+        """Answering no entity at all: nothing found, so entity F1 0."""
+        return "answering no entity", 0.0
 
     def report_section(self, metrics: dict[str, Any], row: str) -> list[str]:
         lines = [
