@@ -157,10 +157,10 @@ code { background:#f3f4f6; padding:1px 5px; border-radius:4px; font-size:12.5px;
 .stat small { color:var(--muted); }
 td.text { max-width:520px; word-break:break-word; }
 td.what { min-width:140px; }
-@media (max-width:600px) { main { padding:12px 8px 32px; } section { padding:14px 12px; } ul.files { columns:1; } }
 .bar { display:inline-block; height:8px; background:var(--bad); border-radius:4px; vertical-align:middle; margin-right:6px; }
 ul.files { columns:3; margin:0; padding-left:18px; }
 footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px; }
+@media (max-width:600px) { main { padding:12px 8px 32px; } section { padding:14px 12px; } ul.files { columns:1; } td.what { min-width:0; } }
 </style>
 </head>
 <body>
