@@ -29,8 +29,10 @@ def row_description(row: str, manifest: dict[str, Any], baseline_name: str) -> s
 def majority(metrics: dict[str, Any], names: dict[str, str]) -> tuple[str, float] | None:
     """The eval split's most frequent gold label (per-class support) and the share it holds, which is
     the accuracy of always answering it; None when the row has no per-class counts."""
-    support = {label: int(found.get("support") or 0) for label, found in (metrics.get("per_class") or {}).items()}
-    total = metrics.get("n") or sum(support.values())
+    per_class = metrics.get("per_class")
+    found = per_class.items() if isinstance(per_class, dict) else []
+    support = {label: c["support"] for label, c in found if isinstance(c, dict) and isinstance(c.get("support"), int)}
+    total = metrics.get("n") if isinstance(metrics.get("n"), int) else sum(support.values())
     if not support or not total:
         return None
     label = max(support, key=lambda key: support[key])
