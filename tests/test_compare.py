@@ -22,7 +22,8 @@ def make_run(
 ) -> Path:
     folder = root / name / run_id
     folder.mkdir(parents=True)
-    doc = {"name": name, "task": "classification", "evaluation": {"calibration": "mean", "modes": ["zero_shot"]}}
+    modes = ["zero_shot", "few_shot"]  # both read few_shot.*, so its keys count as differences
+    doc = {"name": name, "task": "classification", "evaluation": {"calibration": "mean", "modes": modes}}
     doc.update(spec or {})
     (folder / "manifest.json").write_text(json.dumps({"name": name, "status": status, "spec": doc}), encoding="utf-8")
     if metrics is not None:
@@ -44,7 +45,7 @@ def runs(tmp_path: Path) -> Path:
         tmp_path,
         "tnews",
         "20260102T000000Z",
-        spec={"evaluation": {"calibration": "none", "modes": ["zero_shot"]}, "few_shot": {"k": 4}},
+        spec={"evaluation": {"calibration": "none", "modes": ["zero_shot", "few_shot"]}, "few_shot": {"k": 4}},
         metrics={"zero_shot": row(0.11), "baseline": row(0.3)},
     )
     return tmp_path

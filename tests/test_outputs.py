@@ -448,6 +448,13 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def png_colours(path: Path) -> int:
     """Distinct colours in a PNG screenshot (8-bit RGB/RGBA, as chromium writes), without PIL."""
+    _width, _height, channels, rows = png_pixels(path)
+    pixels = b"".join(rows)
+    return len({pixels[i : i + 3] for i in range(0, len(pixels), channels * 7)})  # every 7th pixel is plenty
+
+
+def png_pixels(path: Path) -> tuple[int, int, int, list[bytes]]:
+    """(width, height, channels, rows of bytes) of an 8-bit RGB/RGBA PNG, without PIL."""
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     position, chunks, header = 8, [], None
@@ -482,8 +489,7 @@ def png_colours(path: Path) -> int:
                 line[x] = (line[x] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 255
         rows.append(bytes(line))
         previous = line
-    pixels = b"".join(rows)
-    return len({pixels[i : i + 3] for i in range(0, len(pixels), channels * 7)})  # every 7th pixel is plenty
+    return width, height, channels, rows
 
 
 def browse(page: Path, folder: Path) -> tuple[Path, list[str], list[str]]:

@@ -4,6 +4,8 @@ spec keys that differ between them, for the terminal, Markdown or HTML.
 Runs are read from what they left behind (manifest.json, metrics.json), never recomputed, so
 any finished run can be compared with any other. Runs of different task types get one table
 each: their metrics are not the same quantities, so one table would put unlike numbers in a column.
+Runs evaluated on different numbers of examples (--limit, eval split sizes) are compared but said
+to be so; a spec key a run never read (few_shot.* without mode few_shot) is no difference.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import html
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,41 @@ from runner.pipeline.gates import cell_run
 from runner.tasks import task_class, task_names
 
 MISSING = "—"
+UNUSED = "(unused)"  # shown for a run that never read the key; it makes no difference
+
+
+def _modes(doc: dict[str, Any]) -> list[Any]:
+    evaluation = doc.get("evaluation")
+    modes = evaluation.get("modes") if isinstance(evaluation, dict) else None
+    return modes if isinstance(modes, list) else []
+
+
+def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    found = doc.get(name)
+    return found if isinstance(found, dict) else {}
+
+
+# Spec sections read only by some runs: dotted key prefix -> whether this run read it (the longest
+# prefix of a key decides). A run without mode few_shot never reads few_shot.*, so its defaults are
+# no difference from a run that sets them.
+USED_WHEN: dict[str, Callable[[dict[str, Any]], bool]] = {
+    "few_shot": lambda doc: "few_shot" in _modes(doc),
+    "few_shot.embedding": lambda doc: (
+        "few_shot" in _modes(doc) and _section(doc, "few_shot").get("strategy") == "similar"
+    ),
+    "fine_tune": lambda doc: "fine_tuned" in _modes(doc) or bool(_section(doc, "fine_tune").get("enabled")),
+    "fine_tune.enabled": lambda doc: True,
+}
+
+
+def read_by(doc: dict[str, Any], key: str) -> bool:
+    """Whether the run of this spec read `key` (USED_WHEN); keys outside those sections always count."""
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        rule = USED_WHEN.get(".".join(parts[:end]))
+        if rule is not None:
+            return rule(doc)
+    return True
 
 
 @dataclass
@@ -35,12 +73,27 @@ class RunResult:
     task: str
     metrics: dict[str, dict[str, Any]]
     spec: dict[str, Any]
+    eval_size: int | None = None  # manifest data.eval: the examples its figures are over
+    limit: int | None = None  # the run's --limit, if any
+
+    @property
+    def evaluated_on(self) -> str:
+        """'30 eval examples (--limit 30)', or '? eval examples' for a manifest that does not say."""
+        size = "?" if self.eval_size is None else str(self.eval_size)
+        return f"{size} eval examples" + (f" (--limit {self.limit})" if self.limit else "")
 
 
 @dataclass
 class Comparison:
     runs: list[RunResult]
     differing: dict[str, list[Any]]  # dotted spec key → each run's value (MISSING where a run lacks it)
+
+    def mixed_evaluation(self) -> str | None:
+        """A warning when the runs' figures are over different numbers of examples (--limit, split sizes)."""
+        if len({(run.eval_size, run.limit) for run in self.runs}) < 2:
+            return None
+        each = "; ".join(f"{run.label}: {run.evaluated_on}" for run in self.runs)
+        return f"These runs were not evaluated on the same eval examples ({each}): their figures are not directly comparable."
 
     def tables(self) -> list[tuple[str, list[str], list[list[str]]]]:
         """(task type, header, rows) per task type among the runs: run, result row, primary metric first."""
@@ -122,7 +175,21 @@ def load_run(path: Path, label: str | None = None) -> RunResult:
     if not all(isinstance(row, dict) for row in metrics.values()):
         raise InvalidInput("metrics.json is not {row: {metric: value}}", where=str(path / "metrics.json"))
     name = manifest.get("name") or spec.get("name") or path.parent.name
-    return RunResult(path, label or f"{name}/{path.name}", spec["task"], metrics, spec)
+    data = manifest.get("data") if isinstance(manifest.get("data"), dict) else {}
+    return RunResult(
+        path,
+        label or f"{name}/{path.name}",
+        spec["task"],
+        metrics,
+        spec,
+        _count(data.get("eval")),
+        _count(manifest.get("limit")),
+    )
+
+
+def _count(value: Any) -> int | None:
+    """A whole count from a manifest, None for anything else (older or odd manifests)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def compare(paths: list[Path], labels: dict[Path, str] | None = None) -> Comparison:
@@ -131,12 +198,15 @@ def compare(paths: list[Path], labels: dict[Path, str] | None = None) -> Compari
 
 
 def differing_keys(docs: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Dotted key paths whose values are not the same in every doc (lists compared whole)."""
+    """Dotted key paths whose values are not the same in every doc that read them (lists compared
+    whole); a doc that never read a key (`read_by`) shows UNUSED there and makes no difference."""
     flat = [_flatten(doc) for doc in docs]
     differing = {}
     for key in dict.fromkeys(key for f in flat for key in f):
-        values = [f.get(key, MISSING) for f in flat]
-        if len({json.dumps(v, sort_keys=True, ensure_ascii=False) for v in values}) > 1:
+        read = [read_by(doc, key) for doc in docs]
+        values = [f.get(key, MISSING) if used else UNUSED for f, used in zip(flat, read, strict=True)]
+        compared = [value for value, used in zip(values, read, strict=True) if used]
+        if len({json.dumps(v, sort_keys=True, ensure_ascii=False) for v in compared}) > 1:
             differing[key] = values
     return differing
 
@@ -187,27 +257,38 @@ def _diff_rows(comparison: Comparison) -> tuple[list[str], list[list[str]]]:
 
 
 def render_terminal(comparison: Comparison) -> Group:
-    parts: list[Any] = []
+    """Runs listed once, whole, as #1, #2...; the tables name them by number, so a narrow terminal
+    never cuts the part of a label that tells two runs of one spec apart."""
+    keys = {run.label: f"#{i}" for i, run in enumerate(comparison.runs, 1)}
+    runs = Table(title="runs")
+    runs.add_column("#")
+    runs.add_column("run", overflow="fold")
+    runs.add_column("evaluated on", overflow="fold")
+    for run in comparison.runs:
+        runs.add_row(keys[run.label], Text(run.label), run.evaluated_on)  # plain text: "[/]" is data, not markup
+    parts: list[Any] = [runs]
+    if warning := comparison.mixed_evaluation():
+        parts.append(Text(f"Warning: {warning}", style="bold yellow"))
     for task, header, rows in comparison.tables():
         table = Table(title=f"{task}: {len({r[0] for r in rows})} runs (95% intervals where the run has them)")
-        for i, name in enumerate(header):
-            table.add_column(name, justify="right" if i > 1 else "left")
+        for i, name in enumerate(header):  # fold, never cut: a cut figure or row name reads as another
+            table.add_column(name, justify="right" if i > 1 else "left", overflow="fold")
         for row in rows:
-            table.add_row(*map(Text, row))  # plain text: a label like "[/]" is data, not rich markup
+            table.add_row(keys[row[0]], *map(Text, row[1:]))
         parts.append(table)
-    parts.append(_terminal_diff(comparison))
+    parts.append(_terminal_diff(comparison, keys))
     return Group(*parts)
 
 
-def _terminal_diff(comparison: Comparison) -> Table | str:
+def _terminal_diff(comparison: Comparison, keys: dict[str, str]) -> Table | str:
     if not comparison.differing:
         return "spec keys that differ between these runs: none"
     header, rows = _diff_rows(comparison)
     table = Table(title="spec keys that differ between these runs")
     for name in header:
-        table.add_column(Text(name))
+        table.add_column(Text(name), overflow="fold")
     for row in rows:
-        table.add_row(*map(Text, row))
+        table.add_row(keys[row[0]], *map(Text, row[1:]))
     return table
 
 
@@ -216,9 +297,11 @@ def render_markdown(comparison: Comparison) -> str:
     for task, header, rows in comparison.tables():
         lines += [f"## {task}", "", "95% intervals in brackets where the run has them.", ""]
         lines += [*_markdown_table(header, rows), ""]
+    if warning := comparison.mixed_evaluation():
+        lines += [f"**Warning:** {warning}", ""]
     lines += ["## Spec keys that differ between these runs", ""]
     lines += [*(_markdown_table(*_diff_rows(comparison)) if comparison.differing else ["None."]), ""]
-    lines += ["Runs:", ""] + [f"- {run.label}: `{run.path}`" for run in comparison.runs] + [""]
+    lines += ["Runs:", ""] + [f"- {run.label}: `{run.path}`, {run.evaluated_on}" for run in comparison.runs] + [""]
     return "\n".join(lines)
 
 
@@ -240,6 +323,8 @@ def render_html(comparison: Comparison) -> str:
     """One self-contained page: inline style, no script, nothing fetched; every value escaped."""
     e = html.escape
     body = ["<h1>Comparison</h1>"]
+    if warning := comparison.mixed_evaluation():
+        body.append(f"<p><strong>Warning:</strong> {e(warning)}</p>")
     for task, header, rows in comparison.tables():
         body.append(f"<h2>{e(task)}</h2><p>95% intervals in brackets where the run has them.</p>")
         body.append(_html_table(header, rows, numeric_from=2))
@@ -247,7 +332,10 @@ def render_html(comparison: Comparison) -> str:
     body.append(_html_table(*_diff_rows(comparison), numeric_from=99) if comparison.differing else "<p>None.</p>")
     body.append(
         "<ul>"
-        + "".join(f"<li>{e(run.label)}: <code>{e(str(run.path))}</code></li>" for run in comparison.runs)
+        + "".join(
+            f"<li>{e(run.label)}: <code>{e(str(run.path))}</code>, {e(run.evaluated_on)}</li>"
+            for run in comparison.runs
+        )
         + "</ul>"
     )
     return (

@@ -43,7 +43,7 @@ def build_page(
     spec = manifest["spec"]
     page = Page(metric_names=list(task.metrics), names=task.display_names(spec), checks=checks)
     page.breakdown_title, page.breakdown_column = task.breakdown_title, task.breakdown_column
-    page.breakdown_chart = task.breakdown_chart
+    page.breakdown_chart, page.breakdown_nothing = task.breakdown_chart, task.breakdown_nothing
     primary = metrics.get(summary["primary_row"]) or {}
     page.confusion = primary.get("confusion") if isinstance(primary.get("confusion"), dict) else None
     try:

@@ -36,6 +36,7 @@ class Page:
     breakdown_title: str = "Per item"  # the task's words for summary.json's breakdown (Task.breakdown_*)
     breakdown_column: str = "item"
     breakdown_chart: str | None = None  # axis label of a bar chart of it, when there is no confusion matrix
+    breakdown_nothing: str = "Nothing found"  # said instead of a chart whose bars would all be 0
     confusion: dict[str, Any] | None = None
     curve: LossCurve = field(default_factory=LossCurve)
     mistakes: list[MistakeSet] = field(default_factory=list)
@@ -76,11 +77,18 @@ def figures(summary: dict[str, Any], page: Page) -> list[Figure]:
     breakdown = summary.get("breakdown")
     if page.confusion:
         found.append(draw("Confusion matrix", plots.confusion_heatmap, page.confusion, summary["primary_row"]))
+    elif breakdown and page.breakdown_chart and not any_score(breakdown["items"]):
+        found.append(Figure("", note=f"{page.breakdown_nothing}: every precision, recall and F1 is 0."))
     elif breakdown and page.breakdown_chart:
         found.append(
             draw(page.breakdown_title, plots.score_bars, breakdown["items"], breakdown["row"], page.breakdown_chart)
         )
     return found
+
+
+def any_score(items: dict[str, dict[str, Any]]) -> bool:
+    """Whether a bar chart of these items would draw a bar: an all-zero chart is an empty frame."""
+    return any(scores.get(key) for scores in items.values() for key in ("precision", "recall", "f1"))
 
 
 def render_html(summary: dict[str, Any], page: Page) -> str:
@@ -120,7 +128,7 @@ header { background:#111827; color:#f9fafb; padding:22px 24px; border-radius:10p
 header h1 { margin:0 0 4px; font-size:22px; font-weight:650; }
 header .desc { color:#d1d5db; margin:4px 0 10px; }
 header .meta { color:#9ca3af; font-size:12.5px; }
-header .meta span { margin-right:14px; white-space:nowrap; }
+header .meta span { margin-right:14px; display:inline-block; }
 .badge { display:inline-block; padding:2px 10px; border-radius:999px; font-size:12px; font-weight:650; letter-spacing:.02em; margin-right:6px; vertical-align:middle; }
 .ok { background:#dcfce7; color:var(--ok); } .bad { background:#fee2e2; color:var(--bad); } .warn { background:#fef3c7; color:var(--warn); } .none { background:#e5e7eb; color:#374151; }
 section { background:#fff; border:1px solid var(--line); border-radius:10px; padding:18px 22px; margin-top:18px; }
@@ -133,7 +141,9 @@ p.note, .muted { color:var(--muted); font-size:12.5px; }
 table { border-collapse:collapse; width:100%; font-variant-numeric:tabular-nums; }
 th, td { padding:6px 10px; border-bottom:1px solid var(--line); text-align:left; vertical-align:top; }
 th { font-size:12px; text-transform:uppercase; letter-spacing:.03em; color:var(--muted); font-weight:600; background:var(--soft); }
-td.num, th.num { text-align:right; white-space:nowrap; }
+th.num { text-align:right; }
+td.num { text-align:right; white-space:nowrap; }
+.scroll { overflow-x:auto; max-width:100%; }
 td .ci { display:block; color:var(--muted); font-size:11px; }
 tr.primary td:first-child { box-shadow: inset 3px 0 0 var(--accent); font-weight:650; }
 tr.baseline td { background:#fafaf9; }
@@ -146,10 +156,11 @@ code { background:#f3f4f6; padding:1px 5px; border-radius:4px; font-size:12.5px;
 .stat b { display:block; font-size:18px; }
 .stat small { color:var(--muted); }
 td.text { max-width:520px; word-break:break-word; }
-td.what { min-width:190px; }
+td.what { min-width:140px; }
 .bar { display:inline-block; height:8px; background:var(--bad); border-radius:4px; vertical-align:middle; margin-right:6px; }
 ul.files { columns:3; margin:0; padding-left:18px; }
 footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px; }
+@media (max-width:600px) { main { padding:12px 8px 32px; } section { padding:14px 12px; } ul.files { columns:1; } td.what { min-width:0; } }
 </style>
 </head>
 <body>
@@ -180,8 +191,9 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 <section>
 <h2>Results{% if s.rows %} · {{ s.eval_size }} eval examples{% endif %}</h2>
 {% if s.verdict %}<p class="verdict{{ ' lose' if 'does not beat' in s.verdict else '' }}">{{ s.verdict }}</p>{% endif %}
+{% if s.headline %}<p class="note">{{ s.headline.rule }}</p>{% endif %}
 {% if s.rows %}
-<table>
+<div class="scroll"><table>
 <thead><tr><th>row</th><th>what</th>{% for m in page.metric_names %}<th class="num">{{ m.replace('_', ' ') }}</th>{% endfor %}</tr></thead>
 <tbody>
 {% for r in s.rows %}
@@ -194,7 +206,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 </tr>
 {% endfor %}
 </tbody>
-</table>
+</table></div>
 <p class="note">Primary row marked in blue ({{ s.primary_row }}); bold: the best figure in each column{% if s.rows | selectattr('ci95') | list %}; under each figure its 95% bootstrap interval{% endif %}.</p>
 {% else %}
 <p class="note">No results: the run stopped before evaluation finished.</p>
@@ -205,7 +217,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 <section>
 <h2>Gates</h2>
 {% if s.gates %}
-<table>
+<div class="scroll"><table>
 <thead><tr><th>gate</th><th class="num">left</th><th class="num">right</th><th>result</th><th>detail</th></tr></thead>
 <tbody>
 {% for g in s.gates %}
@@ -214,7 +226,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 <td class="muted">{{ g | gate_detail }}</td></tr>
 {% endfor %}
 </tbody>
-</table>
+</table></div>
 {% else %}
 <p class="note">Not evaluated (the run {{ s.status }}): {% for g in s.gates_declared %}<code>{{ g }}</code>{{ ', ' if not loop.last }}{% endfor %}</p>
 {% endif %}
@@ -225,9 +237,9 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 <section>
 <h2>{{ page.breakdown_title }} · {{ s.breakdown.row }}</h2>
 {% for f in figures %}
-<div class="figure">{% if f.svg %}{{ f.svg }}{% else %}<p class="note">{{ f.title }}: {{ f.note }}</p>{% endif %}</div>
+<div class="figure">{% if f.svg %}{{ f.svg }}{% else %}<p class="note">{% if f.title %}{{ f.title }}: {% endif %}{{ f.note }}</p>{% endif %}</div>
 {% endfor %}
-<table>
+<div class="scroll"><table>
 <thead><tr><th>#</th><th>{{ page.breakdown_column }}</th><th>name</th><th class="num">precision</th><th class="num">recall</th><th class="num">F1</th><th class="num">support</th></tr></thead>
 <tbody>
 {% for name, m in s.breakdown['items'].items() %}
@@ -235,16 +247,16 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 <td class="num">{{ m.precision | number(2) }}</td><td class="num">{{ m.recall | number(2) }}</td><td class="num">{{ m.f1 | number(2) }}</td><td class="num">{{ m.support }}</td></tr>
 {% endfor %}
 </tbody>
-</table>
+</table></div>
 </section>
 {% endif %}
 
 {% for set in page.mistakes %}
 <section>
 <h2>Mistakes · {{ set.row }} <span class="muted">({{ set.total }} of {{ s.eval_size }} wrong)</span></h2>
-<p class="note">Shown: {{ set.how }}.</p>
+<p class="note">{% if set.shown | length < set.total %}Showing {{ set.shown | length }} of {{ set.total }}{% else %}Shown: all {{ set.total }}{% endif %}, {{ set.how }}.</p>
 {% if set.shown %}
-<table>
+<div class="scroll"><table>
 <thead><tr><th>text</th><th>gold</th><th>predicted</th>{% if set.shown[0].confidence is not none %}<th class="num">p(predicted)</th><th class="num">p(gold)</th>{% endif %}</tr></thead>
 <tbody>
 {% for m in set.shown %}
@@ -252,7 +264,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 {% if set.shown[0].confidence is not none %}<td class="num"><span class="bar" style="width:{{ ((m.confidence or 0) * 50) | round(0) | int }}px"></span>{{ m.confidence | pct }}</td><td class="num">{{ m.gold_probability | pct }}</td>{% endif %}</tr>
 {% endfor %}
 </tbody>
-</table>
+</table></div>
 {% else %}<p class="note">None: every answer of this row is right.</p>{% endif %}
 </section>
 {% endfor %}
@@ -275,7 +287,7 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 <h2>Cost and tokens</h2>
 <div class="grid">
   <div class="stat"><small>evaluation cost</small><b>{{ '$0 (local model)' if free else s.cost.eval_usd | usd if s.usage else '$0 (no API calls)' }}</b></div>
-  <div class="stat"><small>prompt / completion tokens</small><b>{{ s.cost.prompt_tokens | number }} / {{ s.cost.completion_tokens | number }}</b></div>
+  {% if s.usage %}<div class="stat"><small>prompt / completion tokens</small><b>{{ s.cost.prompt_tokens | number }} / {{ s.cost.completion_tokens | number }}</b></div>{% endif %}
   {% if s.cost.training_billed_tokens is not none %}
   <div class="stat"><small>training tokens billed (estimate)</small><b>{{ s.cost.training_billed_tokens | number }}</b></div>
   <div class="stat"><small>training cost{% if page.checks %} on {{ page.checks.model }}{% endif %} (estimate)</small><b>{{ s.cost.training_usd_estimate | usd }}</b>{% if s.cost.prices_as_of %}<small>prices as of {{ s.cost.prices_as_of }}</small>{% endif %}</div>
@@ -283,14 +295,14 @@ footer { color:var(--muted); font-size:12px; text-align:center; margin-top:18px;
 </div>
 {% if s.usage %}
 <h3>API usage by mode</h3>
-<table>
+<div class="scroll"><table>
 <thead><tr><th>mode</th><th class="num">requests</th><th class="num">from cache</th><th class="num">prompt tokens</th><th class="num">completion tokens</th><th class="num">est. cost</th></tr></thead>
 <tbody>
 {% for mode, u in s.usage.items() %}
-<tr><td>{{ mode }}</td><td class="num">{{ u.requests | number }}</td><td class="num">{{ u.from_cache | number }}</td><td class="num">{{ u.prompt_tokens | number }}</td><td class="num">{{ u.completion_tokens | number }}</td><td class="num">{{ u.estimated_usd | usd }}</td></tr>
+<tr><td>{{ mode }}</td><td class="num">{{ u.requests | number }}</td><td class="num">{{ u.from_cache | number }}</td><td class="num">{{ u.prompt_tokens | number }}</td><td class="num">{{ u.completion_tokens | number }}</td><td class="num">{{ '$0 (local model)' if free else u.estimated_usd | usd }}</td></tr>
 {% endfor %}
 </tbody>
-</table>
+</table></div>
 {% endif %}
 {% if page.checks %}
 <h3>Fine-tuning data checks</h3>

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from runner.data.chat_checks import summary_lines
+from runner.providers.registry import capability
 from runner.tasks import Task, pct
 from runner.tasks.common import model_of
 
@@ -41,22 +43,79 @@ def row_description(row: str, manifest: dict[str, Any], task: Task) -> str:
     return f"{model_of(row, manifest)} · {manifest['spec']['evaluation']['method']}"
 
 
-def verdict(metrics: dict[str, dict[str, Any]], task: Task) -> str | None:
-    """One plain sentence: does the best LLM row beat the best classical baseline?"""
+@dataclass
+class Headline:
+    """How the verdict's LLM row was chosen: the best by the task's primary metric among the rows that
+    beat the task's trivial predictor (always the most frequent label; no entity), so a row that never
+    reads the text cannot be the headline however unbalanced the eval split is."""
+
+    metric: str
+    row: str | None  # None: no LLM row beats the trivial predictor
+    trivial: tuple[str, float] | None  # (what it answers, its score); None: the task knows none
+    excluded: list[str]  # LLM rows no better than the trivial predictor
+    baseline: str
+    baseline_score: float
+    scores: dict[str, float]
+
+    @property
+    def rule(self) -> str:
+        """One sentence for the reader: which rule chose the headline row, and what it left out."""
+        text = f"Headline row: the LLM row with the best {self.metric}"
+        if self.trivial is None:
+            return text + "."
+        how, score = self.trivial
+        text += f" among those that beat {how}, which gets {pct(score)} {self.metric} on this eval split"
+        return text + (f"; left out as no better: {', '.join(self.excluded)}." if self.excluded else ".")
+
+
+def headline(metrics: dict[str, dict[str, Any]], task: Task) -> Headline | None:
+    """The verdict's LLM row and best baseline by the primary metric; None without both kinds of row."""
     key = task.primary_metric
     baselines = {row: m[key] for row, m in metrics.items() if row.startswith("baseline")}
     llms = {row: m[key] for row, m in metrics.items() if not row.startswith("baseline")}
     if not baselines or not llms:
         return None
-    llm, base = max(llms, key=llms.get), max(baselines, key=baselines.get)
-    if llms[llm] > baselines[base]:
+    trivial = next((found for m in metrics.values() if (found := task.trivial(m)) is not None), None)
+    floor = trivial[1] if trivial else None
+    eligible = {row: score for row, score in llms.items() if floor is None or score > floor + 1e-12}
+    base = max(baselines, key=lambda row: baselines[row])
+    return Headline(
+        metric=key,
+        row=max(eligible, key=lambda row: eligible[row]) if eligible else None,
+        trivial=trivial,
+        excluded=[row for row in llms if row not in eligible],
+        baseline=base,
+        baseline_score=baselines[base],
+        scores=llms,
+    )
+
+
+def verdict(metrics: dict[str, dict[str, Any]], task: Task) -> str | None:
+    """One plain sentence: does the best LLM row (that beats the trivial predictor) beat the best classical baseline?"""
+    chosen = headline(metrics, task)
+    if chosen is None:
+        return None
+    key, base, base_score = chosen.metric, chosen.baseline, chosen.baseline_score
+    if chosen.row is None:
+        how, floor = chosen.trivial or ("the trivial predictor", 0.0)
+        if base_score > floor:
+            return (
+                f"**The LLM does not beat the classical baseline on this eval split: no LLM row does better than "
+                f"{how}, which gets {pct(floor)} {key}, and {base} ({task.baseline_name}) gets {pct(base_score)}.** "
+                "Prefer the baseline, or improve the LLM (fine-tuning on more lines, calibration) before relying on it."
+            )
+        return f"**On this eval split neither the LLM nor the {task.baseline_name} baseline does better than {how}, which gets {pct(floor)} {key}.**"
+    llm, score = chosen.row, chosen.scores[chosen.row]
+    how, floor = chosen.trivial or ("", 0.0)
+    beside = f" For comparison, {how} gets {pct(floor)} {key}." if how else ""  # the floor beside the figure
+    if score > base_score:
         return (
-            f"The best LLM row, {llm} ({pct(llms[llm])} {key}), beats the best {task.baseline_name} baseline, "
-            f"{base} ({pct(baselines[base])}), by {100 * (llms[llm] - baselines[base]):.1f} points."
+            f"The best LLM row, {llm} ({pct(score)} {key}), beats the best {task.baseline_name} baseline, "
+            f"{base} ({pct(base_score)}), by {100 * (score - base_score):.1f} points.{beside}"
         )
     return (
         f"**The LLM does not beat the classical baseline on this eval split: its best row, {llm}, "
-        f"gets {key} {pct(llms[llm])} against {pct(baselines[base])} for {base} ({task.baseline_name}).** "
+        f"gets {key} {pct(score)} against {pct(base_score)} for {base} ({task.baseline_name}).**{beside} "
         "Prefer the baseline, or improve the LLM (fine-tuning on more lines, calibration) before relying on it."
     )
 
@@ -105,8 +164,9 @@ def render_report(
         for row, found in metrics.items():
             cells = " | ".join(cell(found) for _, cell in columns)
             lines.append(f"| {row} | {row_description(row, manifest, task)} | {cells} |")
-        sentence = verdict(metrics, task)
+        sentence, chosen = verdict(metrics, task), headline(metrics, task)
         lines += ["", *_interval_note(manifest, metrics), sentence or "", ""]
+        lines += [chosen.rule, ""] if chosen else []
     if gates:
         lines += ["## Gates", ""]
         for gate in gates:
@@ -139,8 +199,15 @@ def render_report(
             "| mode | requests | from cache | prompt tokens | completion tokens | est. cost |",
         ]
         lines.append("|---|---:|---:|---:|---:|---:|")
+        free = not capability(spec["provider"]["name"], "bills_usage", True)  # tokens counted, nothing bought
         for mode, usage in manifest["usage"].items():
-            cost = f"${usage['estimated_usd']:.4f}" if usage["estimated_usd"] is not None else "unknown"
+            cost = (
+                "$0 (local model)"
+                if free
+                else f"${usage['estimated_usd']:.4f}"
+                if usage["estimated_usd"] is not None
+                else "unknown"
+            )
             lines.append(
                 f"| {mode} | {usage['requests']} | {usage['from_cache']} | {usage['prompt_tokens']} | "
                 f"{usage['completion_tokens']} | {cost} |"

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from runner.outputs.markdown import describe_gate, row_description, verdict
+from runner.outputs.markdown import Headline, describe_gate, headline, row_description, verdict
 from runner.providers.registry import capability
 from runner.tasks import Task
 
@@ -105,6 +105,20 @@ def cost(manifest: dict[str, Any], checks: dict[str, Any] | None) -> dict[str, A
     }
 
 
+def headline_entry(chosen: Headline | None) -> dict[str, Any] | None:
+    """The verdict's rule for machines: the row it names, the trivial predictor's score, the rows left out."""
+    if chosen is None:
+        return None
+    trivial = None if chosen.trivial is None else {"answer": chosen.trivial[0], "score": finite(chosen.trivial[1])}
+    return {
+        "metric": chosen.metric,
+        "row": chosen.row,
+        "rule": chosen.rule,
+        "trivial": trivial,
+        "excluded": chosen.excluded,
+    }
+
+
 def fine_tune_info(manifest: dict[str, Any], state: dict[str, Any] | None) -> dict[str, Any] | None:
     """The job behind the fine_tuned rows (manifest), with its end state and last losses (finetune.json)."""
     job = manifest.get("fine_tune")
@@ -174,6 +188,7 @@ def build_summary(
         ],
         "breakdown": breakdown(metrics, primary, task),
         "verdict": sentence.replace("**", "") if sentence else None,
+        "headline": headline_entry(headline(metrics, task) if metrics else None),
         "gates_declared": list(spec["evaluation"].get("gates") or []),
         "gates": gate_entries(gates),
         "gates_passed": all(g["passed"] for g in gates) if gates else None,

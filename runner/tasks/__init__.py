@@ -221,11 +221,18 @@ class Task(ABC):
         """Markdown lines setting rows side by side (metrics: every row's), after `report_section`; none by default."""
         return []
 
+    def trivial(self, metrics: dict[str, Any]) -> tuple[str, float] | None:
+        """(what it answers, its `primary_metric`) for the predictor that never reads the text, from one
+        row's metrics on this eval split: the floor a headline row must beat (a row that always answers
+        the most frequent label can top accuracy on an unbalanced set). None: the task knows no floor."""
+        return None
+
     # summary.json's `breakdown` and report.html's table and figure of it (None: the task has none)
     breakdown_key: ClassVar[str | None] = None  # the metrics.json key of per-item precision/recall/F1/support
     breakdown_title: ClassVar[str] = "Per item"  # the page's heading
     breakdown_column: ClassVar[str] = "item"  # the table's first column
     breakdown_chart: ClassVar[str | None] = None  # axis label of a bar chart of it when there is no confusion matrix
+    breakdown_nothing: ClassVar[str] = "Nothing found"  # said instead of that chart when every bar would be 0
 
     @classmethod
     def display_names(cls, spec: dict[str, Any]) -> dict[str, str]:

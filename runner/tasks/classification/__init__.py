@@ -310,6 +310,10 @@ class ClassificationTask(Task):
             ("invalid", lambda m: str(m["invalid"])),
         ]
 
+    def trivial(self, metrics: dict[str, Any]) -> tuple[str, float] | None:
+        """Always answering the eval split's most frequent label: its accuracy is the majority-class rate."""
+        return page.majority(metrics, self.labels)
+
     def report_section(self, metrics: dict[str, Any], row: str) -> list[str]:
         names = self.labels
         lines = [

@@ -26,6 +26,19 @@ def row_description(row: str, manifest: dict[str, Any], baseline_name: str) -> s
     return f"{model_of(row, manifest)} · {how}"
 
 
+def majority(metrics: dict[str, Any], names: dict[str, str]) -> tuple[str, float] | None:
+    """The eval split's most frequent gold label (per-class support) and the share it holds, which is
+    the accuracy of always answering it; None when the row has no per-class counts."""
+    per_class = metrics.get("per_class")
+    found = per_class.items() if isinstance(per_class, dict) else []
+    support = {label: c["support"] for label, c in found if isinstance(c, dict) and isinstance(c.get("support"), int)}
+    total = metrics.get("n") if isinstance(metrics.get("n"), int) else sum(support.values())
+    if not support or not total:
+        return None
+    label = max(support, key=lambda key: support[key])
+    return f"always answering the most frequent label {label_text(label, names)}", support[label] / total
+
+
 def _softmax(scores: np.ndarray) -> np.ndarray:
     shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)

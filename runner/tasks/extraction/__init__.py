@@ -214,6 +214,7 @@ class ExtractionTask(Task):
     breakdown_title = "Per entity type"
     breakdown_column = "type"
     breakdown_chart = "entity type"
+    breakdown_nothing = "No entity found"
 
     def row_description(self, row: str, manifest: dict[str, Any]) -> str | None:
         if row == "llm_crf" and (chosen := (manifest.get("choices") or {}).get("llm_crf")):
@@ -372,6 +373,10 @@ class ExtractionTask(Task):
             support = metrics[rows[0]]["per_type"][entity_type]["support"]
             lines.append(f"| {entity_type} | {self.names[entity_type]} | {support} | {' | '.join(cells)} |")
         return [*lines, ""]
+
+    def trivial(self, metrics: dict[str, Any]) -> tuple[str, float] | None:
+        """Answering no entity at all: nothing found, so entity F1 0."""
+        return "answering no entity", 0.0
 
     def report_section(self, metrics: dict[str, Any], row: str) -> list[str]:
         lines = [
