@@ -290,7 +290,8 @@ def _text_keys(spec: Spec) -> None:
 def _validate_schema(spec: Spec) -> None:
     if (path := _non_finite(spec.doc)) is not None:
         raise InvalidInput("must be a finite number, not NaN or infinity", where=spec.where(*path))
-    task, provider = spec.doc.get("task"), (spec.doc.get("provider") or {}).get("name")
+    section = spec.doc.get("provider")
+    task, provider = spec.doc.get("task"), section.get("name") if isinstance(section, dict) else None
     if isinstance(task, str) and task in task_table():
         task_class(task)  # a registered plugin that cannot be loaded says why, naming `task`
     if isinstance(provider, str) and provider in provider_table():
@@ -350,7 +351,8 @@ def _fill_defaults(spec: Spec) -> None:
 def _provider_path_keys(doc: dict[str, Any]) -> tuple[str, ...]:
     """Keys of the provider section that name files (a plugin's lookup file): read relative to the spec
     like data.path, and hashed with it. None for a provider that is not registered (validation says so)."""
-    name = (doc.get("provider") or {}).get("name", "local")
+    section = doc.get("provider")
+    name = section.get("name", "local") if isinstance(section, dict) else None
     return capability(name, "path_keys", ()) if isinstance(name, str) else ()
 
 
