@@ -115,7 +115,7 @@ class HostileProvider:
 def test_a_run_on_hostile_answers_counts_them_invalid_and_writes_standard_json(tmp_path, monkeypatch):
     from tests.test_extraction import ROWS
 
-    monkeypatch.setattr("runner.pipeline.open_provider", lambda config, cache=None: HostileProvider())
+    monkeypatch.setattr("runner.providers.registry.open_provider", lambda config, cache=None: HostileProvider())
     rows = ROWS + [{"text": f"张三在北京第{i}次", "label": {"name": {"张三": [[0, 1]]}}} for i in range(8)]
     spec = write_ner_project(tmp_path, {"evaluation.baseline": False}, rows=rows)
     out = tmp_path / "runs"
