@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
             metavar="KEY=VALUE",
             help="a matrix spec: run only the cells with this value (repeatable; same key: any of them)",
         )
+        command.add_argument(
+            "--shard",
+            type=_shard,
+            metavar="I/N",
+            help="a matrix spec: run only part I of N of its (selected) cells, e.g. one CI job of N (docs/scale.md)",
+        )
         if name in ("run", "eval"):
             command.add_argument(
                 "--against", type=Path, metavar="RUN_DIR", help="an earlier run that `against.…` gates compare with"
@@ -93,6 +99,16 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("action", choices=["list", "delete"], nargs="?", default="list")
     models.add_argument("id", nargs="?")
     return parser
+
+
+def _shard(text: str) -> object:
+    """--shard's value, checked by the parser (a bad one is exit 2 naming the flag); matrix.py says how."""
+    from runner.commands.matrix import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
