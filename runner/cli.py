@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -112,15 +113,22 @@ def _shard(text: str) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one of N processes (accelerate launch, torchrun)
+        return _launched(args, exiting=argv is None)
+    return main_command(args, exiting=argv is None)
+
+
+def main_command(args: argparse.Namespace, exiting: bool = False) -> int:
+    """The command, its errors as one line and an exit code. exiting: a second Ctrl-C exits at once."""
     from rich.markup import escape
 
     from runner.core.interrupts import graceful_interrupts
     from runner.core.secrets import redact
 
-    args = _parser().parse_args(argv)
     try:
         # Ctrl-C / SIGTERM: KeyboardInterrupt once, a second one exits 130 at once (argv None: the console script)
-        with graceful_interrupts(exiting=argv is None):
+        with graceful_interrupts(exiting=exiting):
             return _dispatch(args)
     except SpecrunError as error:  # messages may quote a server: no markup, no key
         console.print(f"[red]error:[/] {escape(redact(str(error)))}", highlight=False, soft_wrap=True)
@@ -128,6 +136,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: run the same command again to resume")
         return 130
+
+
+def _launched(args: argparse.Namespace, exiting: bool) -> int:
+    """Under a launcher the main process runs the command and the others only fine-tune local jobs with
+    it (runner/providers/local/distributed.py); the spec is the same as for one process."""
+    from runner.providers.local import distributed
+
+    if not distributed.start().main:
+        try:
+            return distributed.serve_jobs()
+        except SpecrunError as error:
+            console.print(f"[red]error[/] (process {distributed.world().rank}): {error}", highlight=False)
+            return error.exit_code
+    try:
+        return main_command(args, exiting)
+    finally:
+        distributed.release_workers()
 
 
 #: command -> "module:function(args, console) -> exit code"; each command lives in one module.
