@@ -142,10 +142,11 @@ def _launched(args: argparse.Namespace, exiting: bool) -> int:
     """Under a launcher the main process runs the command and the others only fine-tune local jobs with
     it (runner/providers/local/distributed.py); the spec is the same as for one process."""
     from runner.providers.local import distributed
+    from runner.providers.local.provider import serve_jobs
 
     if not distributed.start().main:
         try:
-            return distributed.serve_jobs()
+            return serve_jobs()
         except SpecrunError as error:
             console.print(f"[red]error[/] (process {distributed.world().rank}): {error}", highlight=False)
             return error.exit_code

@@ -6,9 +6,11 @@ record the same loss at every step and end with the same LoRA weights.
 
 Tolerance: the 2 processes compute the same sums in another order (each packs its own rows, and
 the all-reduce adds the two halves), so float32 rounding (~1e-7 relative) differs step by step
-and Adam carries it on. Losses must agree to 1e-4 and weights to 1e-3 of how far training moved
-them: 1000 times the differences measured here (below 1e-7 and 1e-6), and far below what one
-wrong example in a batch, a gradient counted twice or a lost all-reduce changes (percent level).
+and Adam carries it on. Measured here: final LoRA weights 1.3e-6 apart, 1e-4 of how far training
+moved them (0.013); the recorded losses (rounded to 4 decimals) equal but for one rounding unit.
+So losses must agree to 1.5e-4 (one rounding unit and a half) and weights to 5e-3 of the
+movement (50 times the measured gap): far below what a wrong row in a shard, a gradient counted
+twice, a lost all-reduce or a loss not weighted by the global batch changes (percent level).
 """
 
 from __future__ import annotations
@@ -95,12 +97,12 @@ def test_two_processes_train_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     losses_2, weights_2, record_2 = job_of(tmp_path / "registry-2")
     assert record_1["processes"] == 1 and record_2["processes"] == 2
     assert len(losses_1) == len(losses_2) == 2 * 5  # 22 rows in batches of 5 (the last of 2: one row a process)
-    assert losses_2 == pytest.approx(losses_1, abs=1e-4)
+    assert losses_2 == pytest.approx(losses_1, abs=1.5e-4)
     initial = {name: torch.zeros_like(w) if "lora_B" in name else None for name, w in weights_1.items()}
     moved = max(float((w - initial[n]).abs().max()) for n, w in weights_1.items() if initial[n] is not None)
     assert moved > 1e-3  # training changed the weights, so agreeing is not trivial
     for name, weight in weights_1.items():
-        assert torch.allclose(weights_2[name], weight, atol=1e-3 * moved, rtol=0), name
+        assert torch.allclose(weights_2[name], weight, atol=5e-3 * moved, rtol=0), name
     (run,) = (tmp_path / "runs-2" / "tiny").iterdir()  # one run folder: the worker wrote none
     manifest = (run / "manifest.json").read_text(encoding="utf-8")
     assert '"processes": 2' in manifest

@@ -73,25 +73,13 @@ def release_workers() -> None:
         dist.destroy_process_group()
 
 
-def serve_jobs() -> int:
-    """A worker's life: train each job the main process announces, until it says it is done."""
-    from rich.console import Console
-
-    from runner.providers.local.provider import LocalProvider
-
-    providers: dict[str, LocalProvider] = {}
-    while True:
-        message: list[str | None] = [None]
-        dist.broadcast_object_list(message, src=0)
-        job_id = message[0]
-        if job_id is DONE:
-            dist.destroy_process_group()
-            return 0
-        record = LocalProvider.model_store().record(job_id)
-        model = record["base_model"]
-        if model not in providers:
-            providers[model] = LocalProvider(model)
-        providers[model].drive(job_id, Console(quiet=True))  # no progress bar, no registry writes
+def next_job() -> str | None:
+    """A worker: wait for the main process to announce a job (None: it is done, and so is the worker)."""
+    message: list[str | None] = [None]
+    dist.broadcast_object_list(message, src=0)
+    if message[0] is DONE:
+        dist.destroy_process_group()
+    return message[0]
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

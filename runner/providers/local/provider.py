@@ -357,3 +357,17 @@ class LocalProvider(Provider):
             if progress:
                 progress(len(chunk))
         return completions
+
+
+def serve_jobs() -> int:
+    """A launched worker process's life (distributed.py): train each job the main process announces
+    with it, until the main process is done. Quiet: no progress bar, no registry writes."""
+    from runner.providers.local.distributed import next_job
+
+    providers: dict[str, LocalProvider] = {}
+    while (job_id := next_job()) is not None:
+        model = LocalProvider.model_store().record(job_id)["base_model"]
+        if model not in providers:
+            providers[model] = LocalProvider(model)
+        providers[model].drive(job_id, Console(quiet=True))
+    return 0
