@@ -211,3 +211,23 @@ def test_bad_server_lists_are_named(urls: list[str], where: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         preflight({"name": "openai_compatible", "model": "m", "base_url": urls})
     assert where in str(caught.value)
+
+
+def test_the_manifest_says_which_servers_answered(api, tmp_path: Path) -> None:
+    from runner.cli import main
+    from tests.conftest import CANARY
+    from tests.fake_api import FakeAPI
+    from tests.test_remote import remote_project
+
+    other = FakeAPI(api_key=CANARY).start()
+    try:
+        spec = remote_project(tmp_path, api)
+        servers = [api.openai_url, other.openai_url]
+        assert main(["run", str(spec), "--out", str(tmp_path / "runs"), "--set", f"provider.base_url={servers}"]) == 0
+    finally:
+        other.stop()
+    (run,) = (tmp_path / "runs" / "tiny").iterdir()
+    (model,) = json.loads((run / "manifest.json").read_text(encoding="utf-8"))["models"].values()
+    assert model["base_url"] == servers
+    assert model["answered_by"] == {api.openai_url: len(api.chat_requests), other.openai_url: len(other.chat_requests)}
+    assert sum(model["answered_by"].values()) == 9 and api.chat_requests and other.chat_requests
