@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -52,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
             metavar="KEY=VALUE",
             help="a matrix spec: run only the cells with this value (repeatable; same key: any of them)",
         )
+        command.add_argument(
+            "--shard",
+            type=_shard,
+            metavar="I/N",
+            help="a matrix spec: run only part I of N of its (selected) cells, e.g. one CI job of N (docs/scale.md)",
+        )
         if name in ("run", "eval"):
             command.add_argument(
                 "--against", type=Path, metavar="RUN_DIR", help="an earlier run that `against.…` gates compare with"
@@ -95,16 +102,33 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shard(text: str) -> object:
+    """--shard's value, checked by the parser (a bad one is exit 2 naming the flag); matrix.py says how."""
+    from runner.commands.matrix import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one of N processes (accelerate launch, torchrun)
+        return _launched(args, exiting=argv is None)
+    return main_command(args, exiting=argv is None)
+
+
+def main_command(args: argparse.Namespace, exiting: bool = False) -> int:
+    """The command, its errors as one line and an exit code. exiting: a second Ctrl-C exits at once."""
     from rich.markup import escape
 
     from runner.core.interrupts import graceful_interrupts
     from runner.core.secrets import redact
 
-    args = _parser().parse_args(argv)
     try:
         # Ctrl-C / SIGTERM: KeyboardInterrupt once, a second one exits 130 at once (argv None: the console script)
-        with graceful_interrupts(exiting=argv is None):
+        with graceful_interrupts(exiting=exiting):
             return _dispatch(args)
     except SpecrunError as error:  # messages may quote a server: no markup, no key
         console.print(f"[red]error:[/] {escape(redact(str(error)))}", highlight=False, soft_wrap=True)
@@ -112,6 +136,24 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: run the same command again to resume")
         return 130
+
+
+def _launched(args: argparse.Namespace, exiting: bool) -> int:
+    """Under a launcher the main process runs the command and the others only fine-tune local jobs with
+    it (runner/providers/local/distributed.py); the spec is the same as for one process."""
+    from runner.providers.local import distributed
+    from runner.providers.local.provider import serve_jobs
+
+    if not distributed.start().main:
+        try:
+            return serve_jobs()
+        except SpecrunError as error:
+            console.print(f"[red]error[/] (process {distributed.world().rank}): {error}", highlight=False)
+            return error.exit_code
+    try:
+        return main_command(args, exiting)
+    finally:
+        distributed.release_workers()
 
 
 #: command -> "module:function(args, console) -> exit code"; each command lives in one module.

@@ -11,6 +11,13 @@ itself looks for a succeeded run with the cell's identity (spec hash, --limit, s
 its metrics instead of running it again; an interrupted or killed cell is resumed by run_spec as
 any run is. matrix.json is rebuilt from the run folders each time: they are the truth.
 
+Several machines share one matrix with `--shard i/N` (`shard`): the selected cells at positions
+i-1, i-1+N, i-1+2N, … of the matrix's order, so N shards are N disjoint parts whose union is the
+selection, every machine computes the same split from the spec alone, and each part's cells mix
+the matrix's keys (no shard gets all the slow values of the first key). Run folders collected from
+the machines into one runs folder compare as one table (`specrun compare`), or, passed to a
+`specrun run` of the whole matrix, are found finished and not run again.
+
 Exit code: the worst of the selected cells', ordered 3 > 2 > 1 > 0 (a failure to run says more
 than a failed gate, which says more than a pass). A cell that fails (2 or 3) is recorded and the
 next cell runs; Ctrl-C records the interrupted cell and stops the matrix (130).
@@ -181,6 +188,32 @@ def select(matrix: Matrix, only: list[str]) -> list[Cell]:
     ]
 
 
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 1-based, as written on the command line
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """`--shard i/N` with 1 <= i <= N; anything else says what it expected (argparse: exit 2)."""
+    index, sep, count = text.partition("/")
+    try:
+        shard = Shard(int(index), int(count))
+    except ValueError:
+        shard = None
+    if not sep or shard is None or not 1 <= shard.index <= shard.count:
+        raise ValueError(f"{text!r}: write it as i/N with 1 <= i <= N, e.g. 2/4")
+    return shard
+
+
+def shard_of(cells: list[Cell], shard: Shard | None) -> list[Cell]:
+    """This shard's cells: every N-th from position i-1, so the N shards partition `cells`."""
+    return cells if shard is None else cells[shard.index - 1 :: shard.count]
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equal as the schema sees values: 0 and 0.0 are one number (so `--only k=4.0` picks k=4), true is not 1."""
     return json.dumps(_numbers(a), sort_keys=True) == json.dumps(_numbers(b), sort_keys=True)
@@ -263,9 +296,11 @@ def run_matrix(
     console: Console,
     use_cache: bool = True,
     against: Path | None = None,
+    shard: Shard | None = None,
 ) -> int:
-    """against: passed to every cell (its `against.…` gates compare with that run)."""
-    selected = select(matrix, only)
+    """against: passed to every cell (its `against.…` gates compare with that run); shard: run only
+    this part of the selected cells (--shard i/N)."""
+    selected = shard_of(select(matrix, only), shard)
     specs = {cell: cell_spec(matrix, cell, overrides) for cell in matrix.cells}  # every cell valid before any runs
     if "eval" in stages:  # a bad --against (or a missing one) is one exit 2 before any cell runs, not one per cell
         for cell in selected:
@@ -273,7 +308,8 @@ def run_matrix(
                 load_against(against, specs[cell])
             except InvalidInput as error:
                 raise InvalidInput(str(error), where=f"matrix cell {cell.label}") from None
-    console.print(f"[bold]matrix[/] {escape(matrix.path.name)}: {len(selected)} of {len(matrix.cells)} cells")
+    part = f" (shard {shard})" if shard else ""
+    console.print(f"[bold]matrix[/] {escape(matrix.path.name)}: {len(selected)} of {len(matrix.cells)} cells{part}")
     for number, cell in enumerate(selected, 1):
         console.print(f"  {number}. {escape(cell.label)}")
     if dry_run:
@@ -291,9 +327,11 @@ def run_matrix(
         records[cell] = {"status": "interrupted", "exit_code": INTERRUPTED}
         if newest and newest[0][1].get("status") == "interrupted":
             records[cell]["run"] = str(newest[0][0])  # the folder the rerun resumes
-        _write_record(folder, matrix, selected, specs, identity, records, out_dir, only, limit, stages, console)
+        _write_record(folder, matrix, selected, specs, identity, records, out_dir, only, limit, stages, console, shard)
         raise
-    exit_code = _write_record(folder, matrix, selected, specs, identity, records, out_dir, only, limit, stages, console)
+    exit_code = _write_record(
+        folder, matrix, selected, specs, identity, records, out_dir, only, limit, stages, console, shard
+    )
     return exit_code
 
 
@@ -352,6 +390,7 @@ def _write_record(
     limit: int | None,
     stages: tuple[str, ...],
     console: Console,
+    shard: Shard | None = None,
 ) -> int:
     """matrix.json and the comparison over every cell with results; returns the selected cells' worst exit code."""
     cells = []
@@ -380,6 +419,7 @@ def _write_record(
         "limit": limit,
         "stages": list(stages),
         "only": only,
+        "shard": None if shard is None else str(shard),
         "updated": datetime.now(UTC).isoformat(timespec="seconds"),
         "exit_code": exit_code,
         "cells": cells,

@@ -32,6 +32,8 @@ def spec_command(args: argparse.Namespace, console: Console) -> int:
         return _matrix(matrix, args, console)
     if getattr(args, "only", None):
         raise InvalidInput(f"--only picks cells of a matrix; {path} has no matrix")
+    if getattr(args, "shard", None):
+        raise InvalidInput(f"--shard splits the cells of a matrix; {path} has no matrix")
     spec = load_spec(path, args.overrides)
     if args.command == "validate":
         splits = prepare(spec).splits  # reads every split and renders every prompt; loads no model
@@ -68,6 +70,7 @@ def _matrix(matrix: Matrix, args: argparse.Namespace, console: Console) -> int:
         matrix,
         overrides=args.overrides,
         only=args.only,
+        shard=getattr(args, "shard", None),
         stages=COMMAND_STAGES[args.command],
         limit=args.limit,
         dry_run=getattr(args, "dry_run", False),

@@ -26,6 +26,7 @@ from runner.core.cache import ResponseCache, cache_key
 from runner.core.errors import InvalidInput, RuntimeFailure, SpecrunError
 from runner.core.secrets import redact, register
 from runner.providers import ID_SHAPE, Checkpoint, Completion, Conversation, Job, JobEvent, Progress, Provider, check_id
+from runner.providers.api.fleet import Fleet
 from runner.providers.api.retry import (
     MALFORMED_ERRORS,
     MalformedAnswer,
@@ -105,7 +106,7 @@ class ChatAPIProvider(Provider):
             check_scoring(cls, doc["provider"], where, answers)
 
     @classmethod
-    def resolve_base_url(cls, config: dict[str, Any]) -> str | None:
+    def resolve_base_url(cls, config: dict[str, Any]) -> str | list[str] | None:
         """Spec first, then the provider's environment variable, then the SDK's default (None)."""
         return config.get("base_url") or (os.environ.get(cls.base_url_env) if cls.base_url_env else None)
 
@@ -116,8 +117,11 @@ class ChatAPIProvider(Provider):
     def __init__(self, config: dict[str, Any], cache: ResponseCache | None = None):
         self.preflight(config)
         self.model = config["model"]
-        self.base_url = self.resolve_base_url(config)
-        self.concurrency = config.get("concurrency", 8)
+        self.base_url = self.resolve_base_url(config)  # a list: a fleet of servers, cached as one
+        if isinstance(self.base_url, list) and len(self.base_url) == 1:
+            self.base_url = self.base_url[0]  # a fleet of one is that server, cache keys included
+        urls = self.base_url if isinstance(self.base_url, list) else [self.base_url]
+        self.concurrency = config.get("concurrency", 8) * len(urls)  # concurrency is per server
         # Every answer is cached as it arrives, so large calls lose nothing on a crash and keep
         # all request slots busy (a call waits for its slowest request before the next starts).
         self.chunk_size = 128 * self.concurrency
@@ -132,7 +136,12 @@ class ChatAPIProvider(Provider):
         register(os.environ.get(key_env))  # from here on, redact() removes it from whatever a server sends back
         api_key = os.environ.get(key_env) or "not-needed"  # local servers (vLLM, Ollama) usually take any key
         self.timeout = float(config.get("timeout_s", 60))  # bounds each attempt's total time
-        self._sdk = self.sdk_client(api_key, self.base_url, self.timeout)
+        self._fleet: Fleet | None = None
+        if isinstance(self.base_url, list):  # chat and scoring requests spread over the servers
+            per_server = config.get("concurrency", 8)
+            self._fleet = Fleet(urls, lambda url: self.sdk_client(api_key, url, self.timeout), per_server, self.timeout)
+        # fine-tuning jobs and files go to the first server
+        self._sdk = self._fleet.servers[0].sdk if self._fleet else self.sdk_client(api_key, urls[0], self.timeout)
 
     def sdk_client(self, api_key: str, base_url: str | None, timeout: float) -> Any:
         """The SDK client, retrying nothing itself, its HTTP bounded by transport.py."""
@@ -150,7 +159,10 @@ class ChatAPIProvider(Provider):
     def describe(self) -> dict[str, Any]:
         from runner.providers.api.scoring import describe_scoring
 
-        return {"model": self.model, "provider": self.name, "base_url": self.base_url, **describe_scoring(self.config)}
+        described = {"model": self.model, "provider": self.name, "base_url": self.base_url}
+        if self._fleet:  # answers per server, counted as they come (the manifest holds this very dict)
+            described["answered_by"] = self._fleet.answered
+        return {**described, **describe_scoring(self.config)}
 
     # --- chat -------------------------------------------------------------------------------------
 
@@ -207,12 +219,16 @@ class ChatAPIProvider(Provider):
     def send_chat(self, kwargs: dict[str, Any], stop: threading.Event | None = None) -> Any:
         """One chat-completions attempt after the rate limiter allows it; the answer's JSON as plain values."""
         self._wait_turn(stop)
-        return _json_answer(lambda: self._sdk.chat.completions.create(**kwargs))
+        return self._route(lambda sdk: _json_answer(lambda: sdk.chat.completions.create(**kwargs)), stop)
 
     def send_completion(self, kwargs: dict[str, Any], stop: threading.Event | None = None) -> Any:
         """One text-completions attempt (label scoring's echo path), like send_chat."""
         self._wait_turn(stop)
-        return _json_answer(lambda: self._sdk.completions.create(**kwargs))
+        return self._route(lambda sdk: _json_answer(lambda: sdk.completions.create(**kwargs)), stop)
+
+    def _route(self, call: Callable[[Any], Any], stop: threading.Event | None) -> Any:
+        """call(sdk) on the one server, or on one of the fleet's (least outstanding requests, failover)."""
+        return self._fleet.send(call, stop) if self._fleet else call(self._sdk)
 
     def _wait_turn(self, stop: threading.Event | None) -> None:
         self._limiter.wait(stop)

@@ -213,7 +213,16 @@ def zhipuai_http_client(timeout: float) -> Any:
 
 
 def check_base_url(url: Any, where: str) -> None:
-    """An http(s) URL with a host and a valid port, or InvalidInput naming `where`: no network needed."""
+    """An http(s) URL with a host and a valid port (or a list of them: a fleet of servers, fleet.py),
+    or InvalidInput naming `where`: no network needed."""
+    if isinstance(url, list):
+        if not url:
+            raise InvalidInput("give at least one server URL", where=where)
+        for number, one in enumerate(url):
+            check_base_url(one, f"{where}[{number}]")
+        if len(set(url)) < len(url):
+            raise InvalidInput("a server is listed twice", where=where)
+        return
     shown = repr(url)
     if not isinstance(url, str) or not url.strip():
         raise InvalidInput(f"{shown} is not a URL; expected e.g. http://localhost:8000/v1", where=where)

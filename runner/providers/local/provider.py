@@ -220,7 +220,10 @@ class LocalProvider(Provider):
         }
 
     def describe(self) -> dict[str, Any]:
-        return {**self.identity, "dtype": str(self.dtype).removeprefix("torch."), "device": self.device}
+        from runner.providers.local.distributed import world
+
+        described = {**self.identity, "dtype": str(self.dtype).removeprefix("torch."), "device": self.device}
+        return {**described, "processes": world().size}  # launched processes that fine-tune together
 
     # Fine-tuning: the job lifecycle lives in the registry; drive() trains, here, in this process.
     def upload(self, path: Path) -> str:
@@ -251,8 +254,11 @@ class LocalProvider(Provider):
         self.registry.delete_model(model)
 
     def drive(self, job_id: str, console: Console) -> None:
+        from runner.providers.local import distributed
         from runner.providers.local.trainer import Trainer
 
+        if distributed.world().main:  # launched processes (accelerate launch, torchrun) train it with us
+            distributed.announce_job(job_id)
         Trainer(self.loaded, self.registry, job_id, console).run()
 
     def prompt_text(self, conversation: Conversation) -> str:
@@ -351,3 +357,17 @@ class LocalProvider(Provider):
             if progress:
                 progress(len(chunk))
         return completions
+
+
+def serve_jobs() -> int:
+    """A launched worker process's life (distributed.py): train each job the main process announces
+    with it, until the main process is done. Quiet: no progress bar, no registry writes."""
+    from runner.providers.local.distributed import next_job
+
+    providers: dict[str, LocalProvider] = {}
+    while (job_id := next_job()) is not None:
+        model = LocalProvider.model_store().record(job_id)["base_model"]
+        if model not in providers:
+            providers[model] = LocalProvider(model)
+        providers[model].drive(job_id, Console(quiet=True))
+    return 0
