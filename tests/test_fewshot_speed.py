@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from runner.config.spec import load_spec
 from runner.data.dataset import spec_examples, take
 from runner.data.fewshot import choose_shots, tfidf_vectors
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_tiny_gemma
 
 
 def test_tfidf_vectors_stay_sparse():
@@ -35,3 +36,25 @@ def test_similar_shots_are_those_the_dense_vectors_chose():
     for row, item in enumerate(items):
         order = np.argsort(-similarity[row], kind="stable")
         assert [e.id for e in shots[item.id]] == [pool[i].id for i in order[:4]]
+
+
+@pytest.mark.model
+def test_long_prompts_with_one_token_answers_pack_and_score_as_alone(tmp_path, monkeypatch):
+    """Past the sliding window, prompts were scored one length at a time even when no answer has a second
+    token to see the padding; they now pack, with the scores each prompt gets alone."""
+    from runner.providers.local import model as local_model
+    from runner.providers.local.provider import LocalProvider
+
+    provider = LocalProvider(str(make_tiny_gemma(tmp_path / "tiny", sliding_window=8)), batch_size=4)
+    answers = ["科", "金", "娱"]
+    assert all(len(provider.tokenizer.encode(a, add_special_tokens=False)) == 1 for a in answers)
+    conversations = [
+        [{"role": "user", "content": "分类：科、金、娱\n文本：" + "新闻" * n + "\n类别："}] for n in (3, 5, 8, 11)
+    ]
+    batches = []
+    original = local_model._token_batches
+    monkeypatch.setattr(local_model, "_token_batches", lambda *a, **k: batches.append(original(*a, **k)) or batches[-1])
+    together = provider.score(conversations, answers)
+    assert len(batches[0]) < len(conversations)  # packed, not one batch per prompt length
+    alone = np.vstack([provider.score([c], answers) for c in conversations])
+    assert together == pytest.approx(alone, abs=1e-4)
