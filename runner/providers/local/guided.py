@@ -65,8 +65,9 @@ class TokenPieces:
         """Token ids that write `text`, longest piece first: how the finisher writes its characters."""
         if self._by_text is None:
             self._by_text = {}
+            special = set(self.tokenizer.all_special_ids)  # a property rebuilt on each access
             for piece, i in self.tokenizer.get_vocab().items():
-                if 0 < len(piece) <= LONGEST_PIECE and i not in self.tokenizer.all_special_ids:
+                if 0 < len(piece) <= LONGEST_PIECE and i not in special:
                     self._by_text.setdefault(piece.replace("▁", " "), i)
         ids, start = [], 0
         while start < len(text):
