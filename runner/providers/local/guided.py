@@ -6,6 +6,13 @@ state and the rest are masked, so greedy decoding picks the best *valid* token. 
 (non-strict) guide nothing is masked: the row just stops once its answer is complete, which
 saves the tokens a base model would ramble on for.
 
+A token is valid only if the answer can still be finished from where it leads, within the
+tokens left: a prefix check alone let a row write a string it had already named (`["我"], "机构":
+["我`), a state with no way out, and the row stopped there at 11–16 tokens whatever the budget.
+The shortest way to finish (`Finisher`) is a breadth-first search over characters through the
+guide itself; when the budget is nearly spent the row writes it, so the object is closed
+instead of cut off.
+
 outlines, lm-format-enforcer and llguidance compile a grammar or regex per request; here every
 example has its own constraint (entities must be substrings of *its* text), so a prefix check
 on the few candidate tokens is cheaper than compiling one automaton per example.
@@ -20,6 +27,7 @@ import torch
 
 TOP_CANDIDATES = 48  # candidates checked per row and step before falling back to structural tokens
 STRUCTURAL = set('{}[]",: ')
+LONGEST_PIECE = 16  # characters: no token the finisher writes is longer
 
 
 class TokenPieces:
@@ -29,6 +37,7 @@ class TokenPieces:
         self.tokenizer = tokenizer
         self.cache: dict[int, str | None] = {}
         self._structural: list[int] | None = None
+        self._by_text: dict[str, int] | None = None
 
     def __call__(self, token_id: int) -> str | None:
         if token_id not in self.cache:
@@ -52,25 +61,98 @@ class TokenPieces:
             ]
         return self._structural
 
+    def spelled(self, text: str) -> list[int]:
+        """Token ids that write `text`, longest piece first: how the finisher writes its characters."""
+        if self._by_text is None:
+            self._by_text = {}
+            special = set(self.tokenizer.all_special_ids)  # a property rebuilt on each access
+            for piece, i in self.tokenizer.get_vocab().items():
+                if 0 < len(piece) <= LONGEST_PIECE and i not in special:
+                    self._by_text.setdefault(piece.replace("▁", " "), i)
+        ids, start = [], 0
+        while start < len(text):
+            for end in range(min(len(text), start + LONGEST_PIECE), start, -1):
+                if text[start:end] in self._by_text:
+                    ids.append(self._by_text[text[start:end]])
+                    start = end
+                    break
+            else:
+                return []  # a character no single token writes (byte fallback): not writable here
+        return ids
+
+
+class Finisher:
+    """The shortest text that completes a guide's answer from a state, found through the guide itself.
+
+    Breadth-first over the characters an answer can hold (JSON punctuation, the type names, the
+    row's text), so it needs nothing from the guide but `advance` and `done`. None: no way out.
+    """
+
+    def __init__(self, guide: Any, pieces: TokenPieces):
+        self.guide = guide
+        self.pieces = pieces
+        names = "".join(getattr(guide, "names", []))
+        self.alphabet = sorted(STRUCTURAL | set(names) | set(getattr(guide, "text", "")))
+        self.found: dict[Any, str | None] = {}
+        self.cost: dict[Any, int | None] = {}
+
+    def text(self, state: Any) -> str | None:
+        if state not in self.found:
+            self.found[state] = self._search(state)
+        return self.found[state]
+
+    def tokens(self, state: Any) -> int | None:
+        """How many tokens finishing takes from `state` (None: it cannot be finished here)."""
+        if state not in self.cost:
+            text = self.text(state)
+            ids = self.pieces.spelled(text) if text else []
+            self.cost[state] = len(ids) if text == "" or ids else None
+        return self.cost[state]
+
+    def _search(self, state: Any) -> str | None:
+        if state is None:
+            return None
+        if self.guide.done(state):
+            return ""
+        seen = {state}
+        frontier = [(state, "")]
+        while frontier:
+            following = []
+            for current, written in frontier:
+                for char in self.alphabet:
+                    after = self.guide.advance(current, char)
+                    if after is None or after in seen:
+                        continue
+                    if self.guide.done(after):
+                        return written + char
+                    seen.add(after)
+                    following.append((after, written + char))
+            frontier = following
+        return None
+
 
 class GuidedDecoding:
-    """A transformers LogitsProcessor for a batch of rows, one guide per row."""
+    """A transformers LogitsProcessor for a batch of rows, one guide per row, `budget` new tokens each."""
 
-    def __init__(self, guides: Sequence[Any], pieces: TokenPieces, prompt_width: int, eos_id: int):
+    def __init__(self, guides: Sequence[Any], pieces: TokenPieces, prompt_width: int, eos_id: int, budget: int):
         self.guides = list(guides)
         self.pieces = pieces
         self.prompt_width = prompt_width
         self.eos_id = eos_id
+        self.budget = budget
         self.states = [guide.START for guide in self.guides]
         self.finished = [False] * len(self.guides)
+        self.finishers = [Finisher(guide, pieces) for guide in self.guides]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if input_ids.shape[1] > self.prompt_width:
+        written = input_ids.shape[1] - self.prompt_width
+        if written > 0:
             for row, token in enumerate(input_ids[:, -1].tolist()):
                 if self.finished[row] or token == self.eos_id:
                     self.finished[row] = True
                     continue
                 self.states[row] = self.guides[row].advance(self.states[row], self.pieces(token) or "\0")
+        left_after = self.budget - written - 1  # tokens still to come after this one
         masked = torch.full_like(scores, float("-inf"))
         for row, guide in enumerate(self.guides):
             state = self.states[row]
@@ -80,20 +162,30 @@ class GuidedDecoding:
             if not guide.strict:
                 masked[row] = scores[row]
                 continue
-            allowed = self._allowed(guide, state, scores[row])
+            allowed = self._allowed(row, state, scores[row], left_after)
             if allowed:
                 masked[row, allowed] = scores[row, allowed]
             else:
                 masked[row, self.eos_id] = 0.0
         return masked
 
-    def _allowed(self, guide, state, row_scores: torch.Tensor) -> list[int]:
-        candidates = torch.topk(row_scores, TOP_CANDIDATES).indices.tolist()
-        allowed = [i for i in candidates if self._fits(guide, state, i)]
+    def _allowed(self, row: int, state: Any, row_scores: torch.Tensor, left_after: int) -> list[int]:
+        """Candidates that fit and leave a way to finish in the tokens left; else the finisher's next token."""
+        candidates = torch.topk(row_scores, min(TOP_CANDIDATES, row_scores.shape[-1])).indices.tolist()
+        allowed = [i for i in candidates if self._fits(row, state, i, left_after)]
         if not allowed:
-            allowed = [i for i in self.pieces.structural() if self._fits(guide, state, i)]
+            allowed = [i for i in self.pieces.structural() if self._fits(row, state, i, left_after)]
+        if not allowed:
+            finish = self.finishers[row].text(state)
+            allowed = self.pieces.spelled(finish)[:1] if finish else []
         return allowed
 
-    def _fits(self, guide, state, token_id: int) -> bool:
+    def _fits(self, row: int, state: Any, token_id: int, left_after: int) -> bool:
         piece = self.pieces(token_id)
-        return bool(piece) and guide.advance(state, piece) is not None
+        if not piece:
+            return False
+        after = self.guides[row].advance(state, piece)
+        if after is None:
+            return False
+        cost = self.finishers[row].tokens(after)
+        return cost is not None and cost <= left_after

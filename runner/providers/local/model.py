@@ -125,8 +125,10 @@ def score_answers(
     shared = shared_prefix_length(prompts, min(map(len, prompts)) - 1)  # every prompt keeps a token of its own
     # Sliding-window layers mask by cache index, not position: padding inside the window would
     # hide real tokens from an answer's later tokens, so long prompts are batched by exact length.
+    # Only later tokens see the padding (it comes after the prompt): with one-token answers, long
+    # prompts (few-shot with long texts) still pack.
     window = getattr(lm.config, "sliding_window", None)
-    exact = bool(window) and max(map(len, prompts)) + max(map(len, answer_ids)) > window
+    exact = bool(longer and window) and max(map(len, prompts)) + max(map(len, answer_ids)) > window
     decoder = lm.get_decoder()
     prefix_cache = None
     if shared:

@@ -329,14 +329,14 @@ class LocalProvider(Provider):
             inputs.pop("position_ids")
             prompt_width = inputs["input_ids"].shape[1]
             processors = None
+            budget = int(params.get("max_tokens", 16))
             if guides is not None:
-                guided = GuidedDecoding(
-                    guides[start : start + self.batch_size], self._pieces, prompt_width, self.tokenizer.eos_token_id
-                )
+                chunk_guides = guides[start : start + self.batch_size]
+                guided = GuidedDecoding(chunk_guides, self._pieces, prompt_width, self.tokenizer.eos_token_id, budget)
                 processors = LogitsProcessorList([guided])
             output = self.lm.generate(
                 **inputs,
-                max_new_tokens=int(params.get("max_tokens", 16)),
+                max_new_tokens=budget,
                 do_sample=temperature > 0,
                 temperature=temperature or None,
                 top_p=params.get("top_p") if temperature > 0 else None,
