@@ -51,7 +51,18 @@ def write_project(root: Path, spec_overrides: dict | None = None, rows: list[dic
     }
     if not any(row.get("label_desc") == "news_stock" for row in rows or ROWS):
         del spec["data"]["exclude_labels"]  # excluding a label no row has is a spec error
-    for key, value in (spec_overrides or {}).items():
+    set_keys(spec, spec_overrides)
+    path = root / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+DELETE = object()
+
+
+def set_keys(spec: dict, overrides: dict | None) -> None:
+    """Set dotted keys (`provider.params`) in a spec dict, making parents as needed; DELETE removes one."""
+    for key, value in (overrides or {}).items():
         target = spec
         *parents, last = key.split(".")
         for part in parents:
@@ -60,12 +71,6 @@ def write_project(root: Path, spec_overrides: dict | None = None, rows: list[dic
             target.pop(last, None)
         else:
             target[last] = value
-    path = root / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return path
-
-
-DELETE = object()
 
 
 def make_tiny_gemma(folder: Path, **config) -> Path:

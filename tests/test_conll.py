@@ -18,6 +18,7 @@ from runner.core.errors import InvalidInput
 from runner.data.dataset import read_rows, spec_examples
 from runner.tasks.extraction import ExtractionTask, bio
 from runner.tasks.extraction.answer import Entity
+from tests.conftest import set_keys
 from tests.test_extraction import NAMES, gazetteer  # noqa: F401  (the fake provider's fixture)
 
 TEMPLATE = (
@@ -66,12 +67,7 @@ def write_project(root: Path, data: str, name: str = "ner.bio", overrides: dict 
         "splits": {"train": {"take": "first", "n": 2}, "eval": {"take": "rest"}},
         "prompt": {"template": "ner.jinja"},
     }
-    for key, value in (overrides or {}).items():
-        target = spec
-        *parents, last = key.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[last] = value
+    set_keys(spec, overrides)
     path = root / "ner.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
     return path

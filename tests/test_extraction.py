@@ -17,7 +17,7 @@ from runner.pipeline import prepare
 from runner.providers import Completion
 from runner.tasks.extraction.answer import AnswerGuide, Entity, locate, parse, render
 from runner.tasks.extraction.metrics import entity_metrics
-from tests.conftest import ROOT
+from tests.conftest import ROOT, set_keys
 
 NAMES = {"name": "人名", "address": "地址", "company": "公司"}
 
@@ -49,12 +49,7 @@ def write_ner_project(root: Path, overrides: dict | None = None, rows: list | No
         "splits": {"train": {"take": "first", "n": 3}, "eval": {"take": "rest"}},
         "prompt": {"template": "ner.jinja"},
     }
-    for key, value in (overrides or {}).items():
-        target = spec
-        *parents, last = key.split(".")
-        for part in parents:
-            target = target.setdefault(part, {})
-        target[last] = value
+    set_keys(spec, overrides)
     path = root / "ner.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
     return path
